@@ -1,0 +1,77 @@
+//! The one binary. `serve` runs the scheduler locally; in AWS Lambda the same binary is the
+//! function's bootstrap. Thin on purpose: logging, configuration, run.
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "task-scheduler",
+    version,
+    about = "A durable \"call this webhook at that time\" service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler on this machine (SQLite store, in-process timer).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:$PORT, or 127.0.0.1:3000]
+        #[arg(long)]
+        listen: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    if json {
+        fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        fmt().with_env_filter(filter).init();
+    }
+}
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+            s.recv().await;
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutdown requested");
+        token.cancel();
+    });
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing();
+    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+        Command::Serve { listen } => {
+            let config = shared::local::LocalConfig::from_env(listen)?;
+            let token = CancellationToken::new();
+            on_signal(token.clone());
+            shared::local::serve(config, token).await
+        }
+    }
+}

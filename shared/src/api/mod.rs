@@ -1,0 +1,347 @@
+//! The HTTP API of API.md as one axum `Router`, served by `axum::serve` locally and fed
+//! API Gateway events in Lambda.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Json, Router,
+    extract::{Path, RawQuery, State},
+    http::{HeaderMap, StatusCode, header},
+    middleware,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use crate::app::{CreateCommand, Created, Scheduler};
+use crate::domain::{Cursor, IdempotencyKey, Status, TaskId};
+use crate::ports::ListQuery;
+pub use auth::{ApiToken, Auth, Caller};
+use error::{ApiError, ErrorBody};
+use extract::JsonBody;
+use types::{CreateTaskRequest, Health, ListParams, TaskList, TaskView};
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub scheduler: Scheduler,
+    pub auth: Arc<Auth>,
+}
+
+/// Builds the router both hosts serve.
+pub fn router(scheduler: Scheduler, auth: Auth) -> Router {
+    let state = ApiState {
+        scheduler,
+        auth: Arc::new(auth),
+    };
+    let protected = Router::new()
+        .route("/tasks", post(create_task).get(list_tasks))
+        .route("/schedule-task", post(schedule_task))
+        .route("/tasks/{task_id}", get(get_task).delete(cancel_task))
+        .route("/tasks/{task_id}/retry", post(retry_task))
+        .route("/openapi.json", get(openapi_json))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::internal().into_response()
+        }))
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
+        )
+        .with_state(state)
+}
+
+fn parse_id(raw: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(raw).map_err(ApiError::from)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key", "must be printable ASCII"))
+                .and_then(|s| IdempotencyKey::parse(s).map_err(ApiError::from))
+        })
+        .transpose()
+}
+
+async fn create(
+    state: ApiState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: JsonBody<CreateTaskRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let task = body.value.parse(state.scheduler.now())?;
+    let hash = {
+        use sha2::{Digest, Sha256};
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD_NO_PAD,
+            Sha256::digest(body.canonical.as_bytes()),
+        )
+    };
+    let cmd = CreateCommand {
+        owner: caller.0,
+        task,
+        idempotency: key.map(|k| (k, hash)),
+    };
+    Ok(match state.scheduler.create(cmd).await? {
+        Created::New(t) => (
+            StatusCode::CREATED,
+            [(header::LOCATION, format!("/tasks/{}", t.id))],
+            Json(TaskView::from(&t)),
+        )
+            .into_response(),
+        Created::Existing(t) => (
+            StatusCode::OK,
+            [(header::LOCATION, format!("/tasks/{}", t.id))],
+            Json(TaskView::from(&t)),
+        )
+            .into_response(),
+    })
+}
+
+/// Schedule a webhook call.
+#[utoipa::path(
+    post, path = "/tasks", tag = "tasks",
+    request_body = CreateTaskRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "≤ 64 printable characters; a repeat with the same body returns the original task (200)")),
+    responses(
+        (status = 201, description = "Created", body = TaskView, headers(("Location" = String, description = "/tasks/{task_id}"))),
+        (status = 200, description = "Idempotent repeat: the task created by the first request", body = TaskView),
+        (status = 400, description = "Invalid request; `field` names the offending field", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    )
+)]
+async fn create_task(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: JsonBody<CreateTaskRequest>,
+) -> Result<Response, ApiError> {
+    create(state, caller, headers, body).await
+}
+
+/// Alias of `POST /tasks`: the original design's path.
+#[utoipa::path(
+    post, path = "/schedule-task", tag = "tasks",
+    request_body = CreateTaskRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "As for POST /tasks")),
+    responses(
+        (status = 201, description = "Created", body = TaskView),
+        (status = 200, description = "Idempotent repeat", body = TaskView),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
+        (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+    )
+)]
+async fn schedule_task(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: JsonBody<CreateTaskRequest>,
+) -> Result<Response, ApiError> {
+    create(state, caller, headers, body).await
+}
+
+/// List the caller's tasks, ordered by `run_at` (newest last).
+#[utoipa::path(
+    get, path = "/tasks", tag = "tasks",
+    params(ListParams),
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskList),
+        (status = 400, description = "Invalid query parameter", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    )
+)]
+async fn list_tasks(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<TaskList>, ApiError> {
+    let mut query = ListQuery {
+        owner: caller.0,
+        status: None,
+        limit: 50,
+        after: None,
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if !seen.insert(k.clone()) {
+            return Err(ApiError::invalid(k, "given more than once"));
+        }
+        match k.as_ref() {
+            "status" => query.status = Some(Status::parse(&v)?),
+            "limit" => {
+                query.limit = v
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid("limit", "must be an integer between 1 and 100")
+                    })?
+            }
+            "cursor" => query.after = Some(Cursor::decode(&v)?),
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown query parameter (status, limit, cursor)",
+                ));
+            }
+        }
+    }
+    let page = state.scheduler.list(&query).await?;
+    Ok(Json(TaskList {
+        tasks: page.tasks.iter().map(TaskView::from).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// A task with its attempts.
+#[utoipa::path(
+    get, path = "/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = String, Path, description = "ULID")),
+    responses(
+        (status = 200, description = "The task", body = TaskView),
+        (status = 400, description = "Not a task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+    )
+)]
+async fn get_task(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = state.scheduler.get(&caller.0, parse_id(&id)?).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+/// Cancel a scheduled task; its pending wake-up is removed.
+#[utoipa::path(
+    delete, path = "/tasks/{task_id}", tag = "tasks",
+    params(("task_id" = String, Path, description = "ULID")),
+    responses(
+        (status = 200, description = "The task, now cancelled", body = TaskView),
+        (status = 400, description = "Not a task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 409, description = "Not scheduled (running, completed, failed or cancelled)", body = ErrorBody),
+    )
+)]
+async fn cancel_task(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = state.scheduler.cancel(&caller.0, parse_id(&id)?).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+/// Re-arm a failed task now, with a fresh attempt budget.
+#[utoipa::path(
+    post, path = "/tasks/{task_id}/retry", tag = "tasks",
+    params(("task_id" = String, Path, description = "ULID")),
+    responses(
+        (status = 200, description = "The task, scheduled again", body = TaskView),
+        (status = 400, description = "Not a task id", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 404, description = "No such task for this caller", body = ErrorBody),
+        (status = 409, description = "Not failed", body = ErrorBody),
+    )
+)]
+async fn retry_task(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
+    let task = state.scheduler.retry(&caller.0, parse_id(&id)?).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+/// Liveness; no authentication.
+#[utoipa::path(get, path = "/health", tag = "meta", security(()), responses((status = 200, description = "Up", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "meta",
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+    )
+)]
+async fn openapi_json() -> Response {
+    let mut resp = Json(ApiDoc::openapi()).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=300"),
+    );
+    resp
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("Local host: a token from SCHEDULER_API_TOKENS. On AWS the API uses IAM (SigV4) instead."))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "task-scheduler", description = "A durable \"call this webhook at that time\" service."),
+    paths(create_task, schedule_task, list_tasks, get_task, cancel_task, retry_task, health, openapi_json),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "tasks", description = "Scheduled webhook calls"), (name = "meta", description = "Service endpoints"))
+)]
+pub struct ApiDoc;

@@ -1,0 +1,316 @@
+//! Request and response bodies of API.md, with their OpenAPI schemas. Requests are parsed
+//! into domain types (`CreateTaskRequest::parse`); responses are views of a `Task`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::{
+    Action, AttemptOutcome, HttpMethod, NewTask, RetryPolicy, Status, Task, TimeoutSeconds,
+    ValidationError, WebhookAction, WebhookHeaders, WebhookUrl, format_time, parse_time,
+};
+
+/// Longest accepted `delay_seconds`: ten years.
+pub const MAX_DELAY_SECONDS: i64 = 10 * 366 * 24 * 3600;
+
+/// `POST /tasks` (and `POST /schedule-task`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTaskRequest {
+    /// The kind of action; only `webhook` today.
+    #[schema(example = "webhook")]
+    pub action: String,
+    pub payload: WebhookPayloadRequest,
+    /// When to call, RFC 3339 with an offset. A time in the past means "as soon as
+    /// possible". Exactly one of `run_at` and `delay_seconds`.
+    #[serde(default)]
+    #[schema(example = "2026-05-17T15:00:00Z")]
+    pub run_at: Option<String>,
+    /// Seconds from now; alternative to `run_at`.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 316_224_000)]
+    pub delay_seconds: Option<i64>,
+    #[serde(default)]
+    pub retry: Option<RetryRequest>,
+    /// Webhook timeout in seconds, 1..=30 (default 10).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 30)]
+    pub timeout_seconds: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookPayloadRequest {
+    /// Absolute http(s) URL, at most 2048 characters.
+    #[schema(example = "https://example.com/hook", max_length = 2048)]
+    pub url: String,
+    /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// At most 32; hop-by-hop headers, `Host`, `Content-Length` and the `webhook-*`
+    /// signature headers are refused.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Any JSON; sent as the request body.
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// Attempts in all, 1..=25 (default 3).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 25)]
+    pub max_attempts: Option<i64>,
+    /// First backoff in seconds, 1..=86400 (default 10); doubles with full jitter.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub initial_backoff_seconds: Option<i64>,
+    /// Backoff cap in seconds, 1..=86400, not below the initial (default 3600).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
+    pub max_backoff_seconds: Option<i64>,
+}
+
+impl CreateTaskRequest {
+    /// Parses into a domain `NewTask`; `now` resolves `delay_seconds`.
+    pub fn parse(self, now: DateTime<Utc>) -> Result<NewTask, ValidationError> {
+        if self.action != Action::ALLOWED {
+            return Err(ValidationError::new(
+                "action",
+                format!("must be one of: {}", Action::ALLOWED),
+            ));
+        }
+        let p = self.payload;
+        let action = Action::Webhook(WebhookAction {
+            url: WebhookUrl::parse(&p.url)?,
+            method: p
+                .method
+                .as_deref()
+                .map(HttpMethod::parse)
+                .transpose()?
+                .unwrap_or_default(),
+            headers: WebhookHeaders::parse(p.headers.unwrap_or_default())?,
+            data: p.data,
+        });
+        let run_at = match (self.run_at, self.delay_seconds) {
+            (Some(s), None) => parse_time("run_at", &s)?,
+            (None, Some(d)) if (0..=MAX_DELAY_SECONDS).contains(&d) => now + TimeDelta::seconds(d),
+            (None, Some(_)) => {
+                return Err(ValidationError::new(
+                    "delay_seconds",
+                    format!("must be between 0 and {MAX_DELAY_SECONDS}"),
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new(
+                    "delay_seconds",
+                    "give run_at or delay_seconds, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ValidationError::new(
+                    "run_at",
+                    "required (or delay_seconds)",
+                ));
+            }
+        };
+        let retry = match self.retry {
+            Some(r) => RetryPolicy::parse(
+                r.max_attempts,
+                r.initial_backoff_seconds,
+                r.max_backoff_seconds,
+            )?,
+            None => RetryPolicy::default(),
+        };
+        let timeout = self
+            .timeout_seconds
+            .map(TimeoutSeconds::parse)
+            .transpose()?
+            .unwrap_or_default();
+        Ok(NewTask {
+            action,
+            run_at,
+            retry,
+            timeout,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Scheduled,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl From<Status> for TaskStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Scheduled => Self::Scheduled,
+            Status::Running => Self::Running,
+            Status::Completed => Self::Completed,
+            Status::Failed => Self::Failed,
+            Status::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+}
+
+impl From<AttemptOutcome> for Outcome {
+    fn from(o: AttemptOutcome) -> Self {
+        match o {
+            AttemptOutcome::Succeeded => Self::Succeeded,
+            AttemptOutcome::Failed => Self::Failed,
+            AttemptOutcome::TimedOut => Self::TimedOut,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PayloadView {
+    pub url: String,
+    #[schema(example = "POST")]
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub data: Option<Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RetryView {
+    pub max_attempts: u32,
+    pub initial_backoff_seconds: u32,
+    pub max_backoff_seconds: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AttemptView {
+    pub number: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeadLetterView {
+    pub recorded_at: String,
+    pub attempts: u32,
+    pub last_error: String,
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskView {
+    #[schema(example = "01JF3Q8R5V2Z6X4W9YH7K1M0NB")]
+    pub task_id: String,
+    pub status: TaskStatus,
+    #[schema(example = "webhook")]
+    pub action: String,
+    pub payload: PayloadView,
+    pub run_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub retry: RetryView,
+    pub timeout_seconds: u32,
+    pub attempts: Vec<AttemptView>,
+    /// When the next (or running) attempt is due; null once finished.
+    pub next_attempt_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Present once the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterView>,
+}
+
+impl From<&Task> for TaskView {
+    fn from(t: &Task) -> Self {
+        let hook = t.action.webhook();
+        Self {
+            task_id: t.id.to_string(),
+            status: t.status.into(),
+            action: t.action.name().to_owned(),
+            payload: PayloadView {
+                url: hook.url.to_string(),
+                method: hook.method.as_str().to_owned(),
+                headers: hook.headers.as_map().clone(),
+                data: hook.data.clone(),
+            },
+            run_at: format_time(&t.run_at),
+            created_at: format_time(&t.created_at),
+            updated_at: format_time(&t.updated_at),
+            retry: RetryView {
+                max_attempts: t.retry.max_attempts.get(),
+                initial_backoff_seconds: t.retry.initial_backoff_seconds.get(),
+                max_backoff_seconds: t.retry.max_backoff_seconds.get(),
+            },
+            timeout_seconds: t.timeout.get(),
+            attempts: t
+                .attempts
+                .iter()
+                .map(|a| AttemptView {
+                    number: a.number,
+                    started_at: format_time(&a.started_at),
+                    finished_at: format_time(&a.finished_at),
+                    outcome: a.outcome.into(),
+                    status_code: a.status_code,
+                    error: a.error.clone(),
+                    duration_ms: a.duration_ms,
+                })
+                .collect(),
+            next_attempt_at: t
+                .next_attempt_at
+                .filter(|_| !t.status.is_finished())
+                .map(|a| format_time(&a)),
+            idempotency_key: t.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            dead_letter: t.dead_letter.as_ref().map(|d| DeadLetterView {
+                recorded_at: format_time(&d.recorded_at),
+                attempts: d.attempts,
+                last_error: d.last_error.clone(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<TaskView>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query parameters of `GET /tasks` (documentation; parsed by hand for precise errors).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Only tasks in this status.
+    pub status: Option<TaskStatus>,
+    /// Page size, 1..=100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: String,
+}

@@ -1,0 +1,171 @@
+//! The seams between the use cases and the world. Each trait is one capability; adapters
+//! live in `store`, `wake` and `webhook` (and fakes in tests).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Cursor, Delivery, Owner, Status, Task, TaskId, WakeUp};
+
+/// Failures of an adapter. `Conflict` is the one the use cases act on: a conditional
+/// write lost a race.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("conditional write failed: the task changed concurrently")]
+    Conflict,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created,
+    /// The owner already used this idempotency key; here is that task.
+    Existing(Box<Task>),
+}
+
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// The attempt is ours: the task is now `running` under a lease.
+    Claimed(Task),
+    /// The condition failed; the task as it is now, if it exists.
+    Rejected(Option<Task>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    pub owner: Owner,
+    pub status: Option<Status>,
+    pub limit: u32,
+    pub after: Option<Cursor>,
+}
+
+#[derive(Debug)]
+pub struct Page {
+    pub tasks: Vec<Task>,
+    pub next: Option<Cursor>,
+}
+
+/// Where tasks live. Every state change is conditional, so concurrent wake-ups and
+/// API calls cannot overwrite each other.
+#[async_trait]
+pub trait TaskStore: Send + Sync + 'static {
+    /// Inserts a new task. When it carries an idempotency key already used by the same
+    /// owner, nothing is written and the earlier task is returned.
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError>;
+
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
+
+    /// The owner's tasks ordered by `(run_at, task_id)`, after the cursor.
+    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+
+    /// Atomically applies [`Task::claim`] for `attempt` at `now`.
+    async fn claim(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError>;
+
+    /// Replaces the task if the stored version is `task.version - 1`; `Conflict` otherwise.
+    async fn update(&self, task: &Task) -> Result<(), StoreError>;
+}
+
+/// Arms wake-ups: "call `fire(wake)` at `at`". Delivery of a wake-up is at-least-once;
+/// duplicates are harmless because claims are conditional.
+#[async_trait]
+pub trait Waker: Send + Sync + 'static {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Best effort: a wake-up that still arrives finds the task cancelled and is dropped.
+    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError>;
+}
+
+/// Calls the webhook once. Never fails: every outcome is a [`Delivery`] to record.
+#[async_trait]
+pub trait WebhookClient: Send + Sync + 'static {
+    async fn deliver(&self, task: &Task, attempt: u32) -> Delivery;
+}
+
+/// Receives tasks whose last attempt failed (AWS: the SQS dead-letter queue). Locally the
+/// dead letter stays with the task and this is a no-op.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + 'static {
+    async fn send(&self, task: &Task) -> Result<(), StoreError>;
+}
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// Counters for dashboards (AWS: CloudWatch embedded metric format). No-ops by default.
+pub trait Metrics: Send + Sync + 'static {
+    fn task_created(&self) {}
+    fn task_delivered(&self, _lateness_ms: i64) {}
+    fn task_failed(&self) {}
+    fn task_retried(&self) {}
+    fn task_cancelled(&self) {}
+}
+
+/// Checks a webhook target before it is accepted and again before each call
+/// (the SSRF guard plugs in here). The default allows every target.
+#[async_trait]
+pub trait TargetPolicy: Send + Sync + 'static {
+    async fn check(&self, url: &url::Url) -> Result<(), String>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that follows tokio's time, so tests with `tokio::time::pause()` move wall time
+/// and timers together.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    base_wall: DateTime<Utc>,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base_wall: DateTime<Utc>) -> Self {
+        Self {
+            base_wall,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.base;
+        self.base_wall + chrono::TimeDelta::from_std(elapsed).unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMetrics;
+impl Metrics for NoMetrics {}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoDeadLetters;
+
+#[async_trait]
+impl DeadLetters for NoDeadLetters {
+    async fn send(&self, _task: &Task) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAllTargets;
+
+#[async_trait]
+impl TargetPolicy for AllowAllTargets {
+    async fn check(&self, _url: &url::Url) -> Result<(), String> {
+        Ok(())
+    }
+}

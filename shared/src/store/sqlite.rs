@@ -1,0 +1,445 @@
+//! The local store: one SQLite file in WAL mode.
+//!
+//! SQLite allows one writer at a time, so all writes go through one thread that takes
+//! whatever jobs are queued (up to [`MAX_BATCH`]) and commits them in one transaction:
+//! group commit. A caller's write is acknowledged only after that commit is on disk
+//! (`synchronous=FULL`), so a task answered with 201 survives `kill -9` and power loss, and
+//! one fsync is shared by every request that arrived meanwhile. Reads use their own
+//! connections and never wait for the writer (WAL).
+//!
+//! Invariant that makes batching safe without savepoints: every job performs at most one
+//! mutating statement, so a failed job leaves nothing behind in the shared transaction.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, mpsc},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use tokio::sync::oneshot;
+
+use crate::domain::{Cursor, Task, TaskId, WakeUp};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
+
+const MAX_BATCH: usize = 1024;
+const SCHEMA_VERSION: i64 = 1;
+
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+/// A task that needs the timer: its wake-up and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueEntry {
+    pub at: DateTime<Utc>,
+    pub wake: WakeUp,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("sqlite: {e}"))
+}
+
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA temp_store=MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // The task itself is one JSON document; the columns beside it exist to be indexed.
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE IF NOT EXISTS tasks (
+             id              TEXT PRIMARY KEY,
+             owner           TEXT NOT NULL,
+             status          TEXT NOT NULL,
+             run_at          INTEGER NOT NULL,
+             wake_at         INTEGER,
+             attempt         INTEGER NOT NULL,
+             idempotency_key TEXT,
+             version         INTEGER NOT NULL,
+             body            TEXT NOT NULL
+         ) STRICT;
+         CREATE UNIQUE INDEX IF NOT EXISTS tasks_idempotency
+             ON tasks(owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS tasks_wake ON tasks(wake_at, id) WHERE wake_at IS NOT NULL;
+         CREATE INDEX IF NOT EXISTS tasks_owner ON tasks(owner, run_at, id);
+         CREATE INDEX IF NOT EXISTS tasks_owner_status ON tasks(owner, status, run_at, id);
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+}
+
+fn decode(body: String) -> rusqlite::Result<Task> {
+    serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn get_task(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<Task>> {
+    conn.prepare_cached("SELECT body FROM tasks WHERE id = ?1")?
+        .query_row([id.to_string()], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(decode)
+        .transpose()
+}
+
+/// The indexed columns of a task, stored beside its JSON body.
+struct Columns {
+    owner: String,
+    status: &'static str,
+    run_at: i64,
+    wake_at: Option<i64>,
+    attempt: u32,
+    key: Option<String>,
+    version: i64,
+    body: String,
+}
+
+impl Columns {
+    fn of(task: &Task) -> Result<Self, StoreError> {
+        Ok(Self {
+            owner: task.owner.to_string(),
+            status: task.status.as_str(),
+            run_at: task.run_at.timestamp_millis(),
+            wake_at: task.wake().map(|(at, _)| at.timestamp_millis()),
+            attempt: task.attempt_number(),
+            key: task.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+            version: i64::try_from(task.version).map_err(unavailable)?,
+            body: serde_json::to_string(task).map_err(unavailable)?,
+        })
+    }
+}
+
+fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, StoreError> {
+    let Columns {
+        owner,
+        status,
+        run_at,
+        wake_at,
+        attempt,
+        key,
+        version,
+        body,
+    } = Columns::of(task)?;
+    let res = conn
+        .prepare_cached(
+            "INSERT INTO tasks (id, owner, status, run_at, wake_at, attempt, idempotency_key, version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![task.id.to_string(), owner, status, run_at, wake_at, attempt, key, version, body])
+        });
+    match res {
+        Ok(_) => Ok(CreateOutcome::Created),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation && key.is_some() =>
+        {
+            let existing = conn
+                .prepare_cached("SELECT body FROM tasks WHERE owner = ?1 AND idempotency_key = ?2")
+                .and_then(|mut st| st.query_row(params![owner, key], |r| r.get::<_, String>(0)))
+                .and_then(decode)
+                .map_err(unavailable)?;
+            Ok(CreateOutcome::Existing(Box::new(existing)))
+        }
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
+    let Columns {
+        status,
+        wake_at,
+        attempt,
+        version,
+        body,
+        ..
+    } = Columns::of(task)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE tasks SET status = ?2, wake_at = ?3, attempt = ?4, version = ?5, body = ?6
+             WHERE id = ?1 AND version = ?5 - 1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                task.id.to_string(),
+                status,
+                wake_at,
+                attempt,
+                version,
+                body
+            ])
+        })
+        .map_err(unavailable)?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict)
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+        let path = dir.join("tasks.db");
+        let writer = open(&path).map_err(unavailable)?;
+        migrate(&writer).map_err(unavailable)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                jobs,
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer thread inside the current group-commit transaction and
+    /// answers once that transaction is committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            Box::new(move |commit_error: Option<&str>| {
+                let result = match commit_error {
+                    Some(e) if result.is_ok() => {
+                        Err(StoreError::Unavailable(format!("sqlite commit: {e}")))
+                    }
+                    _ => result,
+                };
+                let _ = tx.send(result);
+            })
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+    }
+
+    /// Runs `f` on a pooled read connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().expect("reader pool poisoned").pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => open(&inner.path).map_err(unavailable)?,
+            };
+            let result = f(&conn).map_err(unavailable);
+            inner
+                .readers
+                .lock()
+                .expect("reader pool poisoned")
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Tasks the timer must look at (scheduled, or running under a lease), in wake-up
+    /// order, strictly after `after`. Pages the timer's horizon in from disk.
+    pub async fn due_after(
+        &self,
+        after: Option<(DateTime<Utc>, TaskId)>,
+        limit: usize,
+    ) -> Result<Vec<DueEntry>, StoreError> {
+        let (ms, id) = after.map_or((i64::MIN, String::new()), |(t, id)| {
+            (t.timestamp_millis(), id.to_string())
+        });
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT wake_at, id, attempt FROM tasks
+                 WHERE wake_at IS NOT NULL AND (wake_at, id) > (?1, ?2)
+                 ORDER BY wake_at, id LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![ms, id, limit as i64], |r| {
+                let at: i64 = r.get(0)?;
+                let id: String = r.get(1)?;
+                Ok((at, id, r.get::<_, u32>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (at, id, attempt) = row?;
+                let task_id = TaskId::parse(&id).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
+                out.push(DueEntry {
+                    at: DateTime::from_timestamp_millis(at).unwrap_or_default(),
+                    wake: WakeUp { task_id, attempt },
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Tasks caught `running` (at start-up: claims of a process that died).
+    pub async fn running(&self) -> Result<Vec<Task>, StoreError> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached("SELECT body FROM tasks WHERE status = 'running'")?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .map(|b| b.and_then(decode))
+                .collect()
+        })
+        .await
+    }
+
+    /// Counts tasks by status (for start-up logs and tests).
+    pub async fn count(&self, status: Option<crate::domain::Status>) -> Result<u64, StoreError> {
+        self.read(move |conn| match status {
+            Some(s) => conn.query_row(
+                "SELECT count(*) FROM tasks WHERE status = ?1",
+                [s.as_str()],
+                |r| r.get(0),
+            ),
+            None => conn.query_row("SELECT count(*) FROM tasks", [], |r| r.get(0)),
+        })
+        .await
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs unanswered tells each caller the write did not happen.
+            tracing::error!(error = %e, "sqlite could not begin a transaction");
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT");
+        let error = committed.err().map(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "sqlite commit failed");
+            e.to_string()
+        });
+        for reply in replies {
+            reply(error.as_deref());
+        }
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError> {
+        let task = task.clone();
+        self.write(move |conn| insert(conn, &task)).await
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.read(move |conn| get_task(conn, id)).await
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let q = q.clone();
+        self.read(move |conn| {
+            let (ms, id) = q
+                .after
+                .map_or((i64::MIN, String::new()), |c| (c.run_at.timestamp_millis(), c.task_id.to_string()));
+            let limit = i64::from(q.limit) + 1;
+            let owner = q.owner.to_string();
+            let status = q.status.map(|s| s.as_str());
+            let (sql, args): (&str, Vec<&dyn ToSql>) = match &status {
+                Some(s) => (
+                    "SELECT body FROM tasks WHERE owner = ?1 AND status = ?5 AND (run_at, id) > (?2, ?3)
+                     ORDER BY run_at, id LIMIT ?4",
+                    vec![&owner, &ms, &id, &limit, s],
+                ),
+                None => (
+                    "SELECT body FROM tasks WHERE owner = ?1 AND (run_at, id) > (?2, ?3)
+                     ORDER BY run_at, id LIMIT ?4",
+                    vec![&owner, &ms, &id, &limit],
+                ),
+            };
+            let mut st = conn.prepare_cached(sql)?;
+            let mut tasks = st
+                .query_map(args.as_slice(), |r| r.get::<_, String>(0))?
+                .map(|b| b.and_then(decode))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let next = if tasks.len() > q.limit as usize {
+                tasks.truncate(q.limit as usize);
+                tasks.last().map(|t| Cursor { run_at: t.run_at, task_id: t.id })
+            } else {
+                None
+            };
+            Ok(Page { tasks, next })
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        // Read and conditional write on the single writer thread: nothing can interleave.
+        self.write(move |conn| {
+            let Some(task) = get_task(conn, id).map_err(unavailable)? else {
+                return Ok(ClaimOutcome::Rejected(None));
+            };
+            match task.claim(attempt, now) {
+                Ok(running) => {
+                    replace(conn, &running)?;
+                    Ok(ClaimOutcome::Claimed(running))
+                }
+                Err(_) => Ok(ClaimOutcome::Rejected(Some(task))),
+            }
+        })
+        .await
+    }
+
+    async fn update(&self, task: &Task) -> Result<(), StoreError> {
+        let task = task.clone();
+        self.write(move |conn| replace(conn, &task)).await
+    }
+}
