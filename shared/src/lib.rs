@@ -14,6 +14,8 @@
 pub mod api;
 pub mod app;
 pub mod domain;
+#[cfg(test)]
+pub(crate) mod fakes;
 pub mod local;
 pub mod ports;
 pub mod store;

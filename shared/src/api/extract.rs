@@ -51,20 +51,14 @@ fn canonical(v: &Value) -> String {
     }
 }
 
-/// Turns a serde error at `path` into a field name: "missing field `x`" and "unknown field
-/// `x`" point at `x` under the path.
+/// Turns a serde error at `path` into a field name. The path of an unknown field already
+/// ends in it; a missing field is reported at its parent, so its name is appended.
 fn field_of(path: &str, message: &str) -> String {
     let base = if path == "." { "" } else { path };
-    for marker in ["missing field `", "unknown field `"] {
-        if let Some(rest) = message.strip_prefix(marker)
-            && let Some(name) = rest.split('`').next()
-        {
-            return if base.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{base}.{name}")
-            };
-        }
+    if let Some(rest) = message.strip_prefix("missing field `")
+        && let Some(name) = rest.split('`').next()
+    {
+        return if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") };
     }
     base.to_owned()
 }
@@ -163,7 +157,7 @@ mod tests {
         assert_eq!(field_of(".", "missing field `action`"), "action");
         assert_eq!(field_of("payload", "missing field `url`"), "payload.url");
         assert_eq!(
-            field_of("retry", "unknown field `attempts`, expected one of ..."),
+            field_of("retry.attempts", "unknown field `attempts`, expected one of ..."),
             "retry.attempts"
         );
         assert_eq!(

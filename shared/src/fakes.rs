@@ -1,0 +1,152 @@
+//! Fakes behind the ports, for unit tests only. The store in these tests is the real
+//! SQLite one.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::api::{self, Auth};
+use crate::app::{Ports, Scheduler};
+use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task, WakeUp};
+use crate::ports::{
+    AllowAllTargets, Clock, DeadLetters, NoMetrics, StoreError, TargetPolicy, Waker, WebhookClient,
+};
+use crate::store::SqliteStore;
+
+/// Records what was armed and disarmed.
+#[derive(Default)]
+pub struct RecordingWaker {
+    pub armed: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
+    pub disarmed: Mutex<Vec<WakeUp>>,
+}
+
+#[async_trait]
+impl Waker for RecordingWaker {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.armed.lock().unwrap().push((wake, at));
+        Ok(())
+    }
+    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+        self.disarmed.lock().unwrap().push(wake);
+        Ok(())
+    }
+}
+
+/// Answers deliveries from a script (then with success), counting calls.
+#[derive(Default)]
+pub struct ScriptedWebhook {
+    pub script: Mutex<Vec<RetryHint>>,
+    pub calls: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
+    /// Holds each delivery this long (to overlap concurrent wake-ups).
+    pub hold: Mutex<Duration>,
+}
+
+impl ScriptedWebhook {
+    pub fn answering(hints: &[RetryHint]) -> Self {
+        let s = Self::default();
+        *s.script.lock().unwrap() = hints.iter().rev().copied().collect();
+        s
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.lock().unwrap().len()
+    }
+}
+
+#[async_trait]
+impl WebhookClient for ScriptedWebhook {
+    async fn deliver(&self, task: &Task, attempt: u32) -> Delivery {
+        let started_at = Utc::now();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((WakeUp { task_id: task.id, attempt }, started_at));
+        let hold = *self.hold.lock().unwrap();
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
+        }
+        let hint = self.script.lock().unwrap().pop().unwrap_or(RetryHint::Success);
+        let (outcome, code) = match hint {
+            RetryHint::Success => (AttemptOutcome::Succeeded, 200),
+            RetryHint::Retryable { .. } => (AttemptOutcome::Failed, 503),
+            RetryHint::Permanent => (AttemptOutcome::Failed, 400),
+        };
+        Delivery {
+            started_at,
+            duration: Duration::from_millis(3),
+            outcome,
+            status_code: Some(code),
+            error: (code != 200).then(|| format!("HTTP {code}")),
+            hint,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct RecordingDeadLetters(pub Mutex<Vec<Task>>);
+
+#[async_trait]
+impl DeadLetters for RecordingDeadLetters {
+    async fn send(&self, task: &Task) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push(task.clone());
+        Ok(())
+    }
+}
+
+/// Refuses targets whose host is `blocked.example`.
+pub struct BlockHost;
+
+#[async_trait]
+impl TargetPolicy for BlockHost {
+    async fn check(&self, url: &url::Url) -> Result<(), String> {
+        if url.host_str() == Some("blocked.example") {
+            Err("blocked.example is not allowed".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A scheduler over a real SQLite store in a temp dir, with recording fakes around it.
+pub struct Rig {
+    pub _dir: tempfile::TempDir,
+    pub store: SqliteStore,
+    pub waker: Arc<RecordingWaker>,
+    pub webhook: Arc<ScriptedWebhook>,
+    pub dead_letters: Arc<RecordingDeadLetters>,
+    pub scheduler: Scheduler,
+}
+
+impl Rig {
+    pub fn new(webhook: ScriptedWebhook) -> Self {
+        Self::with(webhook, Arc::new(AllowAllTargets), Arc::new(crate::ports::SystemClock))
+    }
+
+    pub fn with(webhook: ScriptedWebhook, targets: Arc<dyn TargetPolicy>, clock: Arc<dyn Clock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let waker = Arc::new(RecordingWaker::default());
+        let webhook = Arc::new(webhook);
+        let dead_letters = Arc::new(RecordingDeadLetters::default());
+        let scheduler = Scheduler::new(Ports {
+            store: Arc::new(store.clone()),
+            waker: waker.clone(),
+            webhook: webhook.clone(),
+            clock,
+            dead_letters: dead_letters.clone(),
+            metrics: Arc::new(NoMetrics),
+            targets,
+        });
+        Self { _dir: dir, store, waker, webhook, dead_letters, scheduler }
+    }
+
+    pub fn router(&self, auth: Auth) -> axum::Router {
+        api::router(self.scheduler.clone(), auth)
+    }
+
+    pub fn last_armed(&self) -> Option<(WakeUp, DateTime<Utc>)> {
+        self.waker.armed.lock().unwrap().last().copied()
+    }
+}
