@@ -1,0 +1,405 @@
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, StackProps } from 'aws-cdk-lib';
+import { AccessLogFormat } from 'aws-cdk-lib/aws-apigateway';
+import * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import { HttpIamAuthorizer } from 'aws-cdk-lib/aws-apigatewayv2-authorizers';
+import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations';
+import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import { SqsDestination } from 'aws-cdk-lib/aws-lambda-destinations';
+import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
+import * as logs from 'aws-cdk-lib/aws-logs';
+import * as scheduler from 'aws-cdk-lib/aws-scheduler';
+import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { acknowledgeNagFindings, NagAcknowledgement } from './nag';
+import { Operations } from './operations';
+
+/** Names the Rust store relies on (shared/store/dynamodb.rs). */
+export const TABLE_KEYS = {
+  partitionKey: 'pk',
+  ttlAttribute: 'expires_at',
+  indexes: [
+    { name: 'by_owner', partitionKey: 'owner', sortKey: 'run_at_id' },
+    { name: 'by_owner_status', partitionKey: 'owner_status', sortKey: 'run_at_id' },
+  ],
+} as const;
+
+/** Every route of the HTTP API contract (shared/design/API.md); all IAM-authorized but /health. */
+export const ROUTES: ReadonlyArray<{ method: apigwv2.HttpMethod; path: string; iam: boolean }> = [
+  { method: apigwv2.HttpMethod.POST, path: '/tasks', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/tasks', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/tasks/{task_id}', iam: true },
+  { method: apigwv2.HttpMethod.DELETE, path: '/tasks/{task_id}', iam: true },
+  { method: apigwv2.HttpMethod.POST, path: '/tasks/{task_id}/retry', iam: true },
+  { method: apigwv2.HttpMethod.POST, path: '/schedule-task', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/openapi.json', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/health', iam: false },
+];
+
+/**
+ * Function sizing.
+ * - 256 MB: the Rust binary needs ~30-50 MB, but Lambda allots CPU in proportion to memory;
+ *   256 MB gives enough CPU for TLS handshakes and JSON (de)serialization while the work itself
+ *   (a webhook call, a few DynamoDB writes) is I/O bound, so more memory would mostly be paid
+ *   for waiting.
+ * - 60 s: a delivery may wait up to the 30 s maximum webhook timeout plus the store writes and a
+ *   re-arm before and after it; 60 s leaves a 2x margin over that worst case.
+ */
+export const FUNCTION_MEMORY_MB = 256;
+export const FUNCTION_TIMEOUT = Duration.seconds(60);
+/** AWS guidance for SQS event sources: visibility timeout at least 6x the function timeout. */
+export const DELAY_QUEUE_VISIBILITY = Duration.seconds(FUNCTION_TIMEOUT.toSeconds() * 6);
+
+export interface TaskSchedulerStackProps extends StackProps {
+  /** Absolute path of the directory that holds the `bootstrap` executable. */
+  readonly bootstrapDir: string;
+  readonly architecture?: lambda.Architecture;
+  /** Delete the table with the stack (default: the table is retained and deletion-protected). */
+  readonly destroyTable?: boolean;
+  readonly alarmEmail?: string;
+  readonly taskRetentionDays?: number;
+  readonly logRetentionDays?: number;
+  readonly apiRateLimit?: number;
+  readonly apiBurstLimit?: number;
+  readonly latenessAlarmMs?: number;
+  /** Delay-queue records per invocation (default 10). */
+  readonly queueBatchSize?: number;
+}
+
+function retention(days: number): logs.RetentionDays {
+  const allowed = Object.values(logs.RetentionDays).filter((v): v is number => typeof v === 'number');
+  if (!allowed.includes(days)) {
+    throw new Error(`logRetentionDays: ${days} is not one CloudWatch Logs accepts (${allowed.join(', ')})`);
+  }
+  return days as logs.RetentionDays;
+}
+
+export class TaskSchedulerStack extends Stack {
+  readonly table: dynamodb.Table;
+  readonly delayQueue: sqs.Queue;
+  readonly deadLetterQueue: sqs.Queue;
+  readonly signingSecret: secretsmanager.Secret;
+  readonly scheduleGroup: scheduler.ScheduleGroup;
+  readonly schedulerRole: iam.Role;
+  readonly functionRole: iam.Role;
+  readonly fn: lambda.Function;
+  readonly functionLogGroup: logs.LogGroup;
+  readonly api: apigwv2.HttpApi;
+  readonly apiStage: apigwv2.HttpStage;
+  readonly accessLogGroup: logs.LogGroup;
+  /** The one route without authorization (cdk-nag acknowledges it by this construct). */
+  readonly healthRoute: apigwv2.HttpRoute;
+  readonly operations: Operations;
+  /** The cdk-nag findings this stack accepts, with their reasons. */
+  readonly nagAcknowledgements: NagAcknowledgement[];
+
+  constructor(scope: Construct, id: string, props: TaskSchedulerStackProps) {
+    super(scope, id, {
+      description: 'task-scheduler: durable webhook scheduling (HTTP API, Rust Lambda, DynamoDB, EventBridge Scheduler, SQS)',
+      ...props,
+    });
+    const architecture = props.architecture ?? lambda.Architecture.ARM_64;
+    const logRetention = retention(props.logRetentionDays ?? 30);
+    const taskRetentionDays = props.taskRetentionDays ?? 30;
+
+    // ---------------------------------------------------------------- table
+    // Encryption: the AWS-managed key (aws/dynamodb). Unlike the default AWS-owned key its use is
+    // visible in CloudTrail, and unlike a customer-managed key it costs no monthly key fee, needs
+    // no key policy or grants, and cannot be disabled by mistake (which would make every task
+    // unreadable). Nothing here requires key-level separation of duties or cross-account access.
+    this.table = new dynamodb.Table(this, 'Tasks', {
+      partitionKey: { name: TABLE_KEYS.partitionKey, type: dynamodb.AttributeType.STRING },
+      billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+      pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+      encryption: dynamodb.TableEncryption.AWS_MANAGED,
+      timeToLiveAttribute: TABLE_KEYS.ttlAttribute,
+      deletionProtection: !props.destroyTable,
+      removalPolicy: props.destroyTable ? RemovalPolicy.DESTROY : RemovalPolicy.RETAIN,
+    });
+    for (const index of TABLE_KEYS.indexes) {
+      this.table.addGlobalSecondaryIndex({
+        indexName: index.name,
+        partitionKey: { name: index.partitionKey, type: dynamodb.AttributeType.STRING },
+        sortKey: { name: index.sortKey, type: dynamodb.AttributeType.STRING },
+        projectionType: dynamodb.ProjectionType.ALL,
+      });
+    }
+
+    // --------------------------------------------------------------- queues
+    // SSE-SQS (SQS-managed keys): encrypted at rest with no KMS key, so neither the function,
+    // the Lambda event source nor EventBridge Scheduler (which writes dead letters here) needs
+    // KMS permissions, and there is no per-request KMS charge.
+    this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    this.delayQueue = new sqs.Queue(this, 'DelayQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      visibilityTimeout: DELAY_QUEUE_VISIBILITY,
+      retentionPeriod: Duration.days(4),
+      // A wake-up the function failed to process 5 times goes to the DLQ instead of looping.
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
+    });
+
+    // --------------------------------------------------------------- secret
+    this.signingSecret = new secretsmanager.Secret(this, 'SigningSecret', {
+      description: 'Webhook signing key (Standard Webhooks, HMAC-SHA256); raw key bytes, no whsec_ prefix',
+      generateSecretString: { passwordLength: 48, excludePunctuation: true, includeSpace: false },
+    });
+
+    // ------------------------------------------------------- schedule group
+    // Only the group: the function creates one-time schedules in it at run time.
+    // Deleting the stack deletes the group and the schedules still pending in it.
+    this.scheduleGroup = new scheduler.ScheduleGroup(this, 'ScheduleGroup', {
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+
+    // ------------------------------------------------ scheduler execution role
+    // Passed by the function in each CreateSchedule; its permissions are added below.
+    this.schedulerRole = new iam.Role(this, 'SchedulerRole', {
+      description: 'Assumed by EventBridge Scheduler to deliver task wake-ups to the function',
+      assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
+        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+      }),
+    });
+
+    // ------------------------------------------------------------- function
+    this.functionLogGroup = new logs.LogGroup(this, 'FunctionLogs', {
+      retention: logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    // A role of our own rather than AWSLambdaBasicExecutionRole: its logs permission names this
+    // log group only, and every other permission is listed below.
+    this.functionRole = new iam.Role(this, 'FunctionRole', {
+      assumedBy: new iam.ServicePrincipal('lambda.amazonaws.com'),
+      description: 'task-scheduler function: its table, its schedule group, its queues, its secret',
+    });
+    this.functionLogGroup.grantWrite(this.functionRole);
+
+    this.fn = new lambda.Function(this, 'Function', {
+      description: 'task-scheduler: HTTP API, wake-ups (Scheduler, SQS) and webhook delivery',
+      runtime: lambda.Runtime.PROVIDED_AL2023,
+      handler: 'bootstrap',
+      code: lambda.Code.fromAsset(props.bootstrapDir),
+      architecture,
+      memorySize: FUNCTION_MEMORY_MB,
+      timeout: FUNCTION_TIMEOUT,
+      role: this.functionRole,
+      logGroup: this.functionLogGroup,
+      // function -> delay queue -> function is by design (early wake-ups re-arm, retries with a
+      // backoff under 15 min go through the queue). Each hop is bounded by the task's attempt
+      // budget (max 25 attempts), but a long chain would trip Lambda's recursion detection
+      // (about 16 hops) and silently drop the wake-up, so the loop is explicitly allowed.
+      recursiveLoop: lambda.RecursiveLoop.ALLOW,
+      environment: {
+        TABLE_NAME: this.table.tableName,
+        SCHEDULE_GROUP: this.scheduleGroup.scheduleGroupName,
+        SCHEDULER_ROLE_ARN: this.schedulerRole.roleArn,
+        DELAY_QUEUE_URL: this.delayQueue.queueUrl,
+        DLQ_ARN: this.deadLetterQueue.queueArn,
+        DLQ_URL: this.deadLetterQueue.queueUrl,
+        SIGNING_SECRET_ARN: this.signingSecret.secretArn,
+        TASK_RETENTION_DAYS: String(taskRetentionDays),
+        LOG_FORMAT: 'json',
+        RUST_LOG: 'info',
+        // SCHEDULER_ALLOWED_TARGETS is deliberately absent: the binary then refuses webhooks to
+        // private, loopback and link-local addresses (SSRF guard), the right default on AWS.
+      },
+    });
+
+    // Scheduler invokes the function asynchronously: bound Lambda's own retries (the claim step
+    // makes duplicates harmless) and send events that still fail to the DLQ.
+    this.fn.configureAsyncInvoke({
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(6),
+      onFailure: new SqsDestination(this.deadLetterQueue),
+    });
+
+    // Delay queue -> function. No batching window: these messages are due now. The binary
+    // delivers the records of a batch concurrently, so a batch takes as long as its slowest
+    // webhook (<= 30 s), well inside the 60 s timeout; `-c queueBatchSize=1` gives every
+    // delivery its own invocation instead.
+    this.fn.addEventSource(
+      new SqsEventSource(this.delayQueue, {
+        batchSize: props.queueBatchSize ?? 10,
+        reportBatchItemFailures: true,
+      }),
+    );
+
+    // --------------------------------------------- scheduler role permissions
+    this.schedulerRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'InvokeTheTaskFunction',
+        actions: ['lambda:InvokeFunction'],
+        resources: [this.fn.functionArn],
+      }),
+    );
+    this.schedulerRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'SendDeadLetters',
+        actions: ['sqs:SendMessage'],
+        resources: [this.deadLetterQueue.queueArn],
+      }),
+    );
+
+    // ------------------------------------------------------ function policy
+    const indexArns = TABLE_KEYS.indexes.map((i) => `${this.table.tableArn}/index/${i.name}`);
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'TaskItems',
+        actions: [
+          'dynamodb:GetItem',
+          'dynamodb:PutItem',
+          'dynamodb:UpdateItem',
+          'dynamodb:DeleteItem',
+          'dynamodb:ConditionCheckItem',
+        ],
+        resources: [this.table.tableArn],
+      }),
+    );
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'TaskQueries',
+        actions: ['dynamodb:Query'],
+        resources: [this.table.tableArn, ...indexArns],
+      }),
+    );
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'TaskSchedules',
+        actions: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule', 'scheduler:GetSchedule'],
+        resources: [this.scheduleArns()],
+      }),
+    );
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'PassSchedulerRole',
+        actions: ['iam:PassRole'],
+        resources: [this.schedulerRole.roleArn],
+        conditions: { StringEquals: { 'iam:PassedToService': 'scheduler.amazonaws.com' } },
+      }),
+    );
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'SendWakeUpsAndDeadLetters',
+        actions: ['sqs:SendMessage'],
+        resources: [this.delayQueue.queueArn, this.deadLetterQueue.queueArn],
+      }),
+    );
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'ReadSigningSecret',
+        actions: ['secretsmanager:GetSecretValue'],
+        resources: [this.signingSecret.secretArn],
+      }),
+    );
+
+    // The L2 function depends on its whole role construct: on the role's policy (needed, so the
+    // function never runs before its permissions exist) and on the role itself, which the
+    // `Role: GetAtt` already implies (cfn-lint W3005). Keep the policy dependency only.
+    const functionPolicies = this.functionRole.node
+      .findAll()
+      .filter((c): c is iam.CfnPolicy => c instanceof iam.CfnPolicy)
+      .map((p) => this.getLogicalId(p));
+    (this.fn.node.defaultChild as lambda.CfnFunction).addOverride('DependsOn', functionPolicies);
+
+    // ------------------------------------------------------------- HTTP API
+    this.accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', {
+      retention: logRetention,
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
+    this.api = new apigwv2.HttpApi(this, 'HttpApi', {
+      description: 'task-scheduler HTTP API (SigV4/IAM; the caller principal owns its tasks)',
+      createDefaultStage: false,
+      defaultAuthorizer: new HttpIamAuthorizer(),
+    });
+    // Throttling: the API is called by back-end services, not browsers. 50 req/s sustained and
+    // bursts of 100 are ~100x the average load of a million tasks a month (0.4 req/s), yet cap
+    // what a runaway client can cost (Lambda concurrency, DynamoDB writes, schedules) far below
+    // the account-wide 10,000 req/s default that would otherwise apply.
+    this.apiStage = new apigwv2.HttpStage(this, 'DefaultStage', {
+      httpApi: this.api,
+      stageName: '$default',
+      autoDeploy: true,
+      throttle: { rateLimit: props.apiRateLimit ?? 50, burstLimit: props.apiBurstLimit ?? 100 },
+      accessLogSettings: {
+        destination: new apigwv2.LogGroupLogDestination(this.accessLogGroup),
+        format: AccessLogFormat.custom(
+          JSON.stringify({
+            requestId: '$context.requestId',
+            requestTime: '$context.requestTime',
+            ip: '$context.identity.sourceIp',
+            caller: '$context.identity.userArn',
+            httpMethod: '$context.httpMethod',
+            routeKey: '$context.routeKey',
+            path: '$context.path',
+            status: '$context.status',
+            protocol: '$context.protocol',
+            responseLength: '$context.responseLength',
+            responseLatency: '$context.responseLatency',
+            integrationLatency: '$context.integrationLatency',
+            integrationError: '$context.integrationErrorMessage',
+            authorizerError: '$context.authorizer.error',
+          }),
+        ),
+      },
+    });
+
+    const integration = new HttpLambdaIntegration('Function', this.fn, {
+      payloadFormatVersion: apigwv2.PayloadFormatVersion.VERSION_2_0,
+    });
+    let healthRoute: apigwv2.HttpRoute | undefined;
+    for (const route of ROUTES) {
+      const [added] = this.api.addRoutes({
+        path: route.path,
+        methods: [route.method],
+        integration,
+        ...(route.iam ? {} : { authorizer: new apigwv2.HttpNoneAuthorizer() }),
+      });
+      if (route.path === '/health') healthRoute = added;
+    }
+    if (!healthRoute) throw new Error('ROUTES must contain GET /health');
+    this.healthRoute = healthRoute;
+
+    // ----------------------------------------------------------- operations
+    this.operations = new Operations(this, 'Operations', {
+      fn: this.fn,
+      deadLetterQueue: this.deadLetterQueue,
+      delayQueue: this.delayQueue,
+      scheduleGroup: this.scheduleGroup,
+      apiStage: this.apiStage,
+      alarmEmail: props.alarmEmail,
+      latenessAlarmMs: props.latenessAlarmMs ?? 5000,
+    });
+
+    // -------------------------------------------------------------- outputs
+    new CfnOutput(this, 'ApiUrl', { value: this.apiStage.url, description: 'Base URL of the HTTP API (SigV4, service execute-api)' });
+    new CfnOutput(this, 'TableName', { value: this.table.tableName });
+    new CfnOutput(this, 'DelayQueueUrl', { value: this.delayQueue.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'ScheduleGroupName', { value: this.scheduleGroup.scheduleGroupName });
+    new CfnOutput(this, 'FunctionName', { value: this.fn.functionName });
+    new CfnOutput(this, 'SigningSecretArn', {
+      value: this.signingSecret.secretArn,
+      description: 'Webhook receivers verify signatures with this secret (raw key bytes)',
+    });
+    new CfnOutput(this, 'DashboardUrl', {
+      value: `https://${Aws.REGION}.console.aws.amazon.com/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${this.operations.dashboard.dashboardName}`,
+    });
+
+    this.nagAcknowledgements = acknowledgeNagFindings(this);
+  }
+
+  /** `arn:<partition>:scheduler:<region>:<account>:schedule/<group>/*`: this group's schedules only. */
+  scheduleArns(): string {
+    return Stack.of(this).formatArn({
+      service: 'scheduler',
+      resource: 'schedule',
+      resourceName: `${this.scheduleGroup.scheduleGroupName}/*`,
+    });
+  }
+}

@@ -1,0 +1,129 @@
+import { Match } from 'aws-cdk-lib/assertions';
+import { onlyResource, resourcesOfType, synth } from './helpers';
+
+/** The dashboard body with its CloudFormation intrinsics flattened into one string. */
+function dashboardBody(template: any): string {
+  const [, dashboard] = onlyResource(template, 'AWS::CloudWatch::Dashboard');
+  const body = dashboard.Properties.DashboardBody;
+  return typeof body === 'string'
+    ? body
+    : (body['Fn::Join'][1] as unknown[]).map((p) => (typeof p === 'string' ? p : JSON.stringify(p))).join('');
+}
+
+describe('task-scheduler stack: operations', () => {
+  const { template, stack } = synth();
+  const id = (c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as never);
+
+  test('dashboard: tasks, lateness p50/p99, DLQ depth, function errors/throttles/duration, Scheduler errors', () => {
+    const body = dashboardBody(template);
+    for (const metric of ['TasksCreated', 'TasksDelivered', 'TasksFailed', 'TasksRetried', 'TasksCancelled']) {
+      expect(body).toContain(`["TaskScheduler","${metric}"`);
+    }
+    expect(body).toContain('"DeliveryLatenessMs"');
+    expect(body).toContain('"stat":"p50"');
+    expect(body).toContain('"stat":"p99"');
+    expect(body).toContain('"ApproximateNumberOfMessagesVisible"');
+    for (const metric of ['Errors', 'Throttles', 'Duration', 'Invocations']) {
+      expect(body).toContain(`["AWS/Lambda","${metric}"`);
+    }
+    expect(body).toContain('["AWS/Scheduler","TargetErrorCount","ScheduleGroup"');
+    expect(body).toContain('["AWS/Scheduler","InvocationsSentToDeadLetterCount","ScheduleGroup"');
+    // The function's own metrics carry no dimensions.
+    expect(body).not.toMatch(/\["TaskScheduler","[A-Za-z]+","/);
+  });
+
+  test('alarm: the DLQ holds any message', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/SQS',
+      MetricName: 'ApproximateNumberOfMessagesVisible',
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [id(stack.deadLetterQueue), 'QueueName'] } }],
+      Statistic: 'Maximum',
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      EvaluationPeriods: 1,
+    });
+  });
+
+  test('alarm: function errors', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'AWS/Lambda',
+      MetricName: 'Errors',
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: id(stack.fn) } }],
+      Statistic: 'Sum',
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+    });
+  });
+
+  test('alarm: p99 delivery lateness, from the function metric without dimensions', () => {
+    template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      Namespace: 'TaskScheduler',
+      MetricName: 'DeliveryLatenessMs',
+      ExtendedStatistic: 'p99',
+      Dimensions: Match.absent(),
+      Threshold: 5000,
+      ComparisonOperator: 'GreaterThanThreshold',
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+      TreatMissingData: 'notBreaching',
+    });
+    synth({ latenessAlarmMs: '2000' }).template.hasResourceProperties('AWS::CloudWatch::Alarm', {
+      MetricName: 'DeliveryLatenessMs',
+      Threshold: 2000,
+    });
+  });
+
+  test('without alarmEmail: no topic, alarms without actions', () => {
+    template.resourceCountIs('AWS::SNS::Topic', 0);
+    template.resourceCountIs('AWS::KMS::Key', 0);
+    for (const [, alarm] of resourcesOfType(template, 'AWS::CloudWatch::Alarm')) {
+      expect(alarm.Properties.AlarmActions).toBeUndefined();
+    }
+  });
+
+  describe('with alarmEmail', () => {
+    const { template: t, stack: s } = synth({ alarmEmail: 'ops@example.com' });
+    const topicId = s.getLogicalId(s.operations.alarmTopic!.node.defaultChild as never);
+    const keyId = s.getLogicalId(s.operations.alarmTopicKey!.node.defaultChild as never);
+
+    test('an encrypted topic (customer key, rotated) with the e-mail subscriber, TLS only', () => {
+      t.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: { 'Fn::GetAtt': [keyId, 'Arn'] } });
+      t.hasResourceProperties('AWS::KMS::Key', { EnableKeyRotation: true });
+      t.hasResourceProperties('AWS::SNS::Subscription', {
+        Protocol: 'email',
+        Endpoint: 'ops@example.com',
+        TopicArn: { Ref: topicId },
+      });
+      t.hasResourceProperties('AWS::SNS::TopicPolicy', {
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          ]),
+        },
+      });
+    });
+
+    test('the key lets CloudWatch (this account) publish encrypted alarms', () => {
+      t.hasResourceProperties('AWS::KMS::Key', {
+        KeyPolicy: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Principal: { Service: 'cloudwatch.amazonaws.com' },
+              Action: ['kms:Decrypt', 'kms:GenerateDataKey*'],
+              Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+            }),
+          ]),
+        },
+      });
+    });
+
+    test('every alarm notifies the topic on ALARM and OK', () => {
+      const alarms = resourcesOfType(t, 'AWS::CloudWatch::Alarm');
+      expect(alarms).toHaveLength(3);
+      for (const [, alarm] of alarms) {
+        expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
+        expect(alarm.Properties.OKActions).toEqual([{ Ref: topicId }]);
+      }
+    });
+  });
+});

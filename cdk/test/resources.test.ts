@@ -1,0 +1,262 @@
+import { Match } from 'aws-cdk-lib/assertions';
+import { DELAY_QUEUE_VISIBILITY, FUNCTION_TIMEOUT } from '../lib/task-scheduler-stack';
+import { onlyResource, resourcesOfType, synth } from './helpers';
+
+describe('task-scheduler stack: resources', () => {
+  const { template, stack } = synth();
+  const id = (c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as never);
+  const tableId = id(stack.table);
+  const dlqId = id(stack.deadLetterQueue);
+  const delayId = id(stack.delayQueue);
+  const fnId = id(stack.fn);
+
+  test('the expected resource types and counts, and not one EventBridge rule', () => {
+    const counts: Record<string, number> = {};
+    for (const r of Object.values(template.toJSON().Resources) as any[]) counts[r.Type] = (counts[r.Type] ?? 0) + 1;
+    expect(counts).toEqual({
+      'AWS::DynamoDB::Table': 1,
+      'AWS::SQS::Queue': 2,
+      'AWS::SQS::QueuePolicy': 2,
+      'AWS::SecretsManager::Secret': 1,
+      'AWS::Scheduler::ScheduleGroup': 1,
+      'AWS::IAM::Role': 2,
+      'AWS::IAM::Policy': 2,
+      'AWS::Logs::LogGroup': 2,
+      'AWS::Lambda::Function': 1,
+      'AWS::Lambda::EventInvokeConfig': 1,
+      'AWS::Lambda::EventSourceMapping': 1,
+      'AWS::Lambda::Permission': 8,
+      'AWS::ApiGatewayV2::Api': 1,
+      'AWS::ApiGatewayV2::Integration': 1,
+      'AWS::ApiGatewayV2::Route': 8,
+      'AWS::ApiGatewayV2::Stage': 1,
+      'AWS::CloudWatch::Alarm': 3,
+      'AWS::CloudWatch::Dashboard': 1,
+    });
+    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 40 in the template.)
+    template.resourceCountIs('AWS::Events::Rule', 0);
+    template.resourceCountIs('AWS::Scheduler::Schedule', 0); // created at run time, never by CDK
+  });
+
+  describe('table', () => {
+    test('pk only, on-demand, PITR, AWS-managed KMS encryption, TTL on expires_at', () => {
+      template.hasResourceProperties('AWS::DynamoDB::Table', {
+        KeySchema: [{ AttributeName: 'pk', KeyType: 'HASH' }],
+        BillingMode: 'PAY_PER_REQUEST',
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        // SSEEnabled without a key id = KMS with the AWS-managed key aws/dynamodb.
+        SSESpecification: Match.objectEquals({ SSEEnabled: true }),
+        TimeToLiveSpecification: { AttributeName: 'expires_at', Enabled: true },
+      });
+    });
+
+    test('the two GSIs the store queries, projection ALL', () => {
+      const [, table] = onlyResource(template, 'AWS::DynamoDB::Table');
+      expect(table.Properties.GlobalSecondaryIndexes).toEqual([
+        {
+          IndexName: 'by_owner',
+          KeySchema: [
+            { AttributeName: 'owner', KeyType: 'HASH' },
+            { AttributeName: 'run_at_id', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+        {
+          IndexName: 'by_owner_status',
+          KeySchema: [
+            { AttributeName: 'owner_status', KeyType: 'HASH' },
+            { AttributeName: 'run_at_id', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+      ]);
+      expect(table.Properties.AttributeDefinitions).toEqual(
+        expect.arrayContaining([
+          { AttributeName: 'pk', AttributeType: 'S' },
+          { AttributeName: 'owner', AttributeType: 'S' },
+          { AttributeName: 'owner_status', AttributeType: 'S' },
+          { AttributeName: 'run_at_id', AttributeType: 'S' },
+        ]),
+      );
+      expect(table.Properties.AttributeDefinitions).toHaveLength(4);
+    });
+
+    test('kept and deletion-protected by default', () => {
+      template.hasResource('AWS::DynamoDB::Table', {
+        DeletionPolicy: 'Retain',
+        UpdateReplacePolicy: 'Retain',
+        Properties: Match.objectLike({ DeletionProtectionEnabled: true }),
+      });
+    });
+
+    test('deleted with the stack when destroyTable=true', () => {
+      const { template: t } = synth({ destroyTable: 'true' });
+      t.hasResource('AWS::DynamoDB::Table', {
+        DeletionPolicy: 'Delete',
+        Properties: Match.objectLike({ DeletionProtectionEnabled: false }),
+      });
+    });
+  });
+
+  describe('queues', () => {
+    test('dead-letter queue: SSE, 14-day retention', () => {
+      expect(template.findResources('AWS::SQS::Queue')[dlqId].Properties).toEqual({
+        MessageRetentionPeriod: 14 * 24 * 3600,
+        SqsManagedSseEnabled: true,
+      });
+    });
+
+    test('delay queue: SSE, visibility >= 6x the function timeout, redrive to the DLQ', () => {
+      expect(DELAY_QUEUE_VISIBILITY.toSeconds()).toBeGreaterThanOrEqual(6 * FUNCTION_TIMEOUT.toSeconds());
+      expect(template.findResources('AWS::SQS::Queue')[delayId].Properties).toEqual({
+        MessageRetentionPeriod: 4 * 24 * 3600,
+        SqsManagedSseEnabled: true,
+        VisibilityTimeout: 360,
+        RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: 5 },
+      });
+    });
+
+    test.each([
+      ['delay queue', () => delayId],
+      ['dead-letter queue', () => dlqId],
+    ])('%s refuses requests without TLS', (_name, queueId) => {
+      template.hasResourceProperties('AWS::SQS::QueuePolicy', {
+        Queues: [{ Ref: queueId() }],
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: 'Deny',
+              Action: 'sqs:*',
+              Principal: { AWS: '*' },
+              Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+            }),
+          ]),
+        },
+      });
+    });
+
+    test('the function consumes the delay queue with partial batch responses', () => {
+      const [, esm] = onlyResource(template, 'AWS::Lambda::EventSourceMapping');
+      expect(esm.Properties).toEqual({
+        EventSourceArn: { 'Fn::GetAtt': [delayId, 'Arn'] },
+        FunctionName: { Ref: fnId },
+        BatchSize: 10,
+        FunctionResponseTypes: ['ReportBatchItemFailures'],
+      });
+    });
+  });
+
+  test('queueBatchSize=1: one delivery per invocation', () => {
+    synth({ queueBatchSize: '1' }).template.hasResourceProperties('AWS::Lambda::EventSourceMapping', {
+      BatchSize: 1,
+      FunctionResponseTypes: ['ReportBatchItemFailures'],
+    });
+  });
+
+  describe('signing secret', () => {
+    test('generated: 48 characters, no punctuation', () => {
+      template.hasResourceProperties('AWS::SecretsManager::Secret', {
+        GenerateSecretString: Match.objectEquals({ PasswordLength: 48, ExcludePunctuation: true, IncludeSpace: false }),
+      });
+    });
+  });
+
+  describe('schedule group', () => {
+    test('one group; schedules are created at run time', () => {
+      const [, group] = onlyResource(template, 'AWS::Scheduler::ScheduleGroup');
+      expect(group.Properties.Name).toMatch(/^TaskScheduler-ScheduleGroup-[A-F0-9]{8}$/);
+    });
+  });
+
+  describe('function', () => {
+    test('the Rust bootstrap on provided.al2023, arm64, sized and timed as documented', () => {
+      template.hasResourceProperties('AWS::Lambda::Function', {
+        Runtime: 'provided.al2023',
+        Handler: 'bootstrap',
+        Architectures: ['arm64'],
+        MemorySize: 256,
+        Timeout: 60,
+        RecursiveLoop: 'Allow',
+        Role: { 'Fn::GetAtt': [id(stack.functionRole), 'Arn'] },
+        LoggingConfig: { LogGroup: { Ref: id(stack.functionLogGroup) } },
+      });
+    });
+
+    test('context arch=x86_64 builds for x86_64', () => {
+      synth({ arch: 'x86_64' }).template.hasResourceProperties('AWS::Lambda::Function', { Architectures: ['x86_64'] });
+    });
+
+    test('the environment the binary reads, and nothing else', () => {
+      const [, fn] = onlyResource(template, 'AWS::Lambda::Function');
+      expect(fn.Properties.Environment.Variables).toEqual({
+        TABLE_NAME: { Ref: tableId },
+        SCHEDULE_GROUP: stack.scheduleGroup.scheduleGroupName,
+        SCHEDULER_ROLE_ARN: { 'Fn::GetAtt': [id(stack.schedulerRole), 'Arn'] },
+        DELAY_QUEUE_URL: { Ref: delayId },
+        DLQ_ARN: { 'Fn::GetAtt': [dlqId, 'Arn'] },
+        DLQ_URL: { Ref: dlqId },
+        SIGNING_SECRET_ARN: { Ref: id(stack.signingSecret) },
+        TASK_RETENTION_DAYS: '30',
+        LOG_FORMAT: 'json',
+        RUST_LOG: 'info',
+      });
+      expect(fn.Properties.Environment.Variables).not.toHaveProperty('SCHEDULER_ALLOWED_TARGETS');
+    });
+
+    test('taskRetentionDays reaches the environment', () => {
+      synth({ taskRetentionDays: '7' }).template.hasResourceProperties('AWS::Lambda::Function', {
+        Environment: { Variables: Match.objectLike({ TASK_RETENTION_DAYS: '7' }) },
+      });
+    });
+
+    test('the function waits for its policy, and not redundantly for its role', () => {
+      const [, fn] = onlyResource(template, 'AWS::Lambda::Function');
+      const [policyId] = resourcesOfType(template, 'AWS::IAM::Policy').find(([, p]) =>
+        p.Properties.Roles.some((r: any) => r.Ref === id(stack.functionRole)),
+      )!;
+      expect(fn.DependsOn).toEqual([policyId]);
+    });
+
+    test('log groups with retention', () => {
+      for (const [, lg] of resourcesOfType(template, 'AWS::Logs::LogGroup')) {
+        expect(lg.Properties.RetentionInDays).toBe(30);
+      }
+      const t90 = synth({ logRetentionDays: '90' }).template;
+      for (const [, lg] of resourcesOfType(t90, 'AWS::Logs::LogGroup')) expect(lg.Properties.RetentionInDays).toBe(90);
+    });
+
+    test('async invocations (Scheduler): bounded retries, failures to the DLQ', () => {
+      template.hasResourceProperties('AWS::Lambda::EventInvokeConfig', {
+        FunctionName: { Ref: fnId },
+        Qualifier: '$LATEST',
+        MaximumRetryAttempts: 2,
+        MaximumEventAgeInSeconds: 6 * 3600,
+        DestinationConfig: { OnFailure: { Destination: { 'Fn::GetAtt': [dlqId, 'Arn'] } } },
+      });
+    });
+  });
+
+  describe('outputs', () => {
+    test('API URL, table, queues, schedule group, dashboard', () => {
+      const outputs = template.toJSON().Outputs;
+      expect(Object.keys(outputs).sort()).toEqual(
+        [
+          'ApiUrl',
+          'DashboardUrl',
+          'DeadLetterQueueUrl',
+          'DelayQueueUrl',
+          'FunctionName',
+          'ScheduleGroupName',
+          'SigningSecretArn',
+          'TableName',
+        ].sort(),
+      );
+      expect(outputs.TableName.Value).toEqual({ Ref: tableId });
+      expect(outputs.DelayQueueUrl.Value).toEqual({ Ref: delayId });
+      expect(outputs.DeadLetterQueueUrl.Value).toEqual({ Ref: dlqId });
+      expect(outputs.ScheduleGroupName.Value).toEqual(stack.scheduleGroup.scheduleGroupName);
+      expect(JSON.stringify(outputs.ApiUrl.Value)).toContain('.execute-api.');
+      expect(JSON.stringify(outputs.DashboardUrl.Value)).toContain('#dashboards:name=');
+    });
+  });
+});
