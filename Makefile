@@ -35,9 +35,10 @@ test-rust: ## Rust unit, route and black-box tests (builds the binary first)
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-lint: ## cargo fmt --check, clippy with warnings denied (and tsc for the CDK app)
+lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit for the CDK app
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd cdk && node_modules/.bin/tsc --noEmit
 
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all
