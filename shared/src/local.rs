@@ -14,10 +14,14 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiToken, Auth};
 use crate::app::{Ports, Scheduler};
-use crate::ports::{AllowAllTargets, Clock, NoDeadLetters, NoMetrics, SystemClock, TaskStore};
+use crate::ports::{Clock, NoDeadLetters, NoMetrics, SystemClock, TaskStore};
 use crate::store::SqliteStore;
 use crate::wake::{LocalWaker, local::FireFn};
-use crate::webhook::HttpWebhookClient;
+use crate::webhook::{
+    HttpWebhookClient, Signer,
+    guard::{LOCAL_DEFAULT_ALLOWED, TargetGuard},
+    signing::StandardWebhooksSigner,
+};
 
 /// Configuration of `serve`, from the environment (and `--listen`).
 #[derive(Debug, Clone)]
@@ -27,6 +31,10 @@ pub struct LocalConfig {
     pub tokens: Vec<ApiToken>,
     pub max_concurrency: usize,
     pub timer_capacity: usize,
+    /// Which non-public targets may be called (`SCHEDULER_ALLOWED_TARGETS`).
+    pub targets: TargetGuard,
+    /// `SCHEDULER_SIGNING_SECRET`; when unset a secret is generated into the data directory.
+    pub signing_secret: Option<String>,
 }
 
 fn env_number(
@@ -79,6 +87,11 @@ impl LocalConfig {
             tokens,
             max_concurrency: env_number("SCHEDULER_MAX_CONCURRENCY", 256, 1..=10_000)?,
             timer_capacity: env_number("SCHEDULER_TIMER_CAPACITY", 100_000, 100..=10_000_000)?,
+            targets: TargetGuard::from_env(LOCAL_DEFAULT_ALLOWED)
+                .map_err(|e| anyhow::anyhow!(e))?,
+            signing_secret: std::env::var("SCHEDULER_SIGNING_SECRET")
+                .ok()
+                .filter(|s| !s.trim().is_empty()),
         })
     }
 
@@ -116,6 +129,40 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// The signer: `SCHEDULER_SIGNING_SECRET`, else the secret kept in `dir/signing-secret`
+/// (generated on first start, readable by the owner only).
+fn signer(config: &LocalConfig) -> anyhow::Result<StandardWebhooksSigner> {
+    if let Some(secret) = &config.signing_secret {
+        return StandardWebhooksSigner::parse(secret)
+            .map_err(|e| anyhow::anyhow!("SCHEDULER_SIGNING_SECRET: {e}"));
+    }
+    let path = config.data_dir.join("signing-secret");
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = StandardWebhooksSigner::generate();
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, secret.as_bytes())?;
+            file.sync_all()?;
+            secret
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    info!(
+        secret_file = %path.display(),
+        "deliveries are signed (Standard Webhooks); give receivers the secret: cat {}",
+        path.display()
+    );
+    StandardWebhooksSigner::parse(secret.trim())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Runs the local scheduler until `shutdown` is cancelled.
 pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let auth = config.auth()?;
@@ -137,8 +184,9 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
     }
 
     let waker = LocalWaker::new(config.timer_capacity, (config.timer_capacity / 4).max(100));
-    let webhook =
-        HttpWebhookClient::new(clock.clone(), None).context("building the HTTP client")?;
+    let signer: Arc<dyn Signer> = Arc::new(signer(&config)?);
+    let webhook = HttpWebhookClient::guarded(clock.clone(), Some(signer), config.targets.clone())
+        .context("building the HTTP client")?;
     let scheduler = Scheduler::new(Ports {
         store: Arc::new(store.clone()),
         waker: waker.clone(),
@@ -146,7 +194,7 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         clock: clock.clone(),
         dead_letters: Arc::new(NoDeadLetters),
         metrics: Arc::new(NoMetrics),
-        targets: Arc::new(AllowAllTargets),
+        targets: Arc::new(config.targets.clone()),
     });
 
     let fire: FireFn = {

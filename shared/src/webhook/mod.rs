@@ -2,6 +2,9 @@
 //! `User-Agent` and Standard Webhooks headers; a per-task timeout; redirects never followed;
 //! every outcome classified for retry.
 
+pub mod guard;
+pub mod signing;
+
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
@@ -28,21 +31,42 @@ pub struct HttpWebhookClient {
 }
 
 impl HttpWebhookClient {
+    /// A client that calls any target (tests, and hosts that check targets elsewhere).
     pub fn new(
         clock: Arc<dyn Clock>,
         signer: Option<Arc<dyn Signer>>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        Self::build(clock, signer, None)
+    }
+
+    /// A client that connects only to addresses the guard allows, resolved by the guard
+    /// itself (no second lookup for DNS rebinding to exploit).
+    pub fn guarded(
+        clock: Arc<dyn Clock>,
+        signer: Option<Arc<dyn Signer>>,
+        guard: guard::TargetGuard,
+    ) -> Result<Self, reqwest::Error> {
+        Self::build(clock, signer, Some(guard))
+    }
+
+    fn build(
+        clock: Arc<dyn Clock>,
+        signer: Option<Arc<dyn Signer>>,
+        guard: Option<guard::TargetGuard>,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             // A redirect is a failure (API.md): following one would call a target nobody
             // checked.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
-            .no_proxy()
-            .build()?;
+            .no_proxy();
+        if let Some(guard) = guard {
+            builder = builder.dns_resolver(Arc::new(guard::GuardedResolver(guard)));
+        }
         Ok(Self {
-            http,
+            http: builder.build()?,
             clock,
             signer,
         })
@@ -175,19 +199,33 @@ impl WebhookClient for HttpWebhookClient {
                 RetryHint::Retryable { after: None },
             ),
             Err(e) => {
-                // The chain says what actually failed (refused, DNS, TLS ...).
+                // The chain says what actually failed (refused, DNS, TLS ...); a target the
+                // guard refused is final, not worth a retry.
                 let mut msg = e.to_string();
+                let mut refused = None;
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {
                     msg = format!("{msg}: {s}");
+                    if let Some(r) = s.downcast_ref::<guard::Refused>() {
+                        refused = Some(r.to_string());
+                    }
                     src = s.source();
                 }
-                let hint = if e.is_builder() {
-                    RetryHint::Permanent
-                } else {
-                    RetryHint::Retryable { after: None }
-                };
-                (AttemptOutcome::Failed, None, Some(msg), hint)
+                match refused {
+                    Some(r) => (AttemptOutcome::Failed, None, Some(r), RetryHint::Permanent),
+                    None if e.is_builder() => (
+                        AttemptOutcome::Failed,
+                        None,
+                        Some(msg),
+                        RetryHint::Permanent,
+                    ),
+                    None => (
+                        AttemptOutcome::Failed,
+                        None,
+                        Some(msg),
+                        RetryHint::Retryable { after: None },
+                    ),
+                }
             }
         };
         Delivery {
@@ -249,5 +287,114 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    fn task_for(url: &str) -> Task {
+        use crate::domain::*;
+        let new = NewTask {
+            action: Action::Webhook(WebhookAction {
+                url: WebhookUrl::parse(url).unwrap(),
+                method: HttpMethod::Post,
+                headers: WebhookHeaders::default(),
+                data: Some(serde_json::json!({"k": "v"})),
+            }),
+            run_at: Utc::now(),
+            retry: RetryPolicy::default(),
+            timeout: TimeoutSeconds::default(),
+        };
+        Task::new(
+            TaskId::generate(),
+            Owner::parse("alice").unwrap(),
+            new,
+            Utc::now(),
+            None,
+            None,
+        )
+    }
+
+    /// A receiver on loopback that counts requests and answers 200.
+    async fn receiver() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let h = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn the_guarded_client_never_connects_to_a_refused_address() {
+        let (port, hits) = receiver().await;
+        let clock: Arc<dyn Clock> = Arc::new(crate::ports::SystemClock);
+        let strict =
+            HttpWebhookClient::guarded(clock.clone(), None, guard::TargetGuard::public_only())
+                .unwrap();
+        // A name that resolves to loopback: refused by the client's own resolver, for good.
+        let d = strict
+            .deliver(&task_for(&format!("http://localhost:{port}/x")), 1)
+            .await;
+        assert_eq!(d.hint, RetryHint::Permanent, "{d:?}");
+        assert!(
+            d.error.as_deref().unwrap().contains("target refused"),
+            "{d:?}"
+        );
+        assert_eq!(
+            hits.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "no request reached the receiver"
+        );
+        // The same target with loopback allowed is delivered.
+        let local = HttpWebhookClient::guarded(
+            clock,
+            None,
+            guard::TargetGuard::parse_allowed("127.0.0.0/8,::1/128").unwrap(),
+        )
+        .unwrap();
+        let d = local
+            .deliver(&task_for(&format!("http://localhost:{port}/x")), 1)
+            .await;
+        assert_eq!(
+            (d.hint, d.status_code),
+            (RetryHint::Success, Some(200)),
+            "{d:?}"
+        );
+        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_signed_delivery_carries_one_signature_per_secret() {
+        let seen = Arc::new(std::sync::Mutex::new(None));
+        let s = seen.clone();
+        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
+            *s.lock().unwrap() = headers
+                .get("webhook-signature")
+                .map(|v| v.to_str().unwrap().to_owned());
+            async { "ok" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let secrets = format!(
+            "{},{}",
+            signing::StandardWebhooksSigner::generate(),
+            signing::StandardWebhooksSigner::generate()
+        );
+        let signer = Arc::new(signing::StandardWebhooksSigner::parse(&secrets).unwrap());
+        let client =
+            HttpWebhookClient::new(Arc::new(crate::ports::SystemClock), Some(signer)).unwrap();
+        let d = client
+            .deliver(&task_for(&format!("http://127.0.0.1:{port}/")), 1)
+            .await;
+        assert_eq!(d.hint, RetryHint::Success);
+        let sig = seen.lock().unwrap().clone().expect("signed");
+        assert_eq!(
+            sig.split(' ').filter(|p| p.starts_with("v1,")).count(),
+            2,
+            "{sig}"
+        );
     }
 }
