@@ -35,6 +35,8 @@ pub struct LocalConfig {
     pub targets: TargetGuard,
     /// `SCHEDULER_SIGNING_SECRET`; when unset a secret is generated into the data directory.
     pub signing_secret: Option<String>,
+    /// Requests per second per owner (`SCHEDULER_RATE_LIMIT`, 0 = unlimited); burst twice that.
+    pub rate_limit: u32,
 }
 
 fn env_number(
@@ -89,6 +91,7 @@ impl LocalConfig {
             timer_capacity: env_number("SCHEDULER_TIMER_CAPACITY", 100_000, 100..=10_000_000)?,
             targets: TargetGuard::from_env(LOCAL_DEFAULT_ALLOWED)
                 .map_err(|e| anyhow::anyhow!(e))?,
+            rate_limit: u32::try_from(env_number("SCHEDULER_RATE_LIMIT", 1000, 0..=1_000_000)?)?,
             signing_secret: std::env::var("SCHEDULER_SIGNING_SECRET")
                 .ok()
                 .filter(|s| !s.trim().is_empty()),
@@ -239,7 +242,8 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         recovered,
         "listening on http://{addr}"
     );
-    axum::serve(listener, api::router(scheduler, auth))
+    let limit = api::RateLimit::per_second(config.rate_limit, config.rate_limit.saturating_mul(2));
+    axum::serve(listener, api::router_with(scheduler, auth, limit))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("serving HTTP")?;

@@ -116,13 +116,17 @@ impl Auth {
 }
 
 pub async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(&req) {
-        Ok(owner) => {
-            req.extensions_mut().insert(Caller(owner));
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
+    let owner = match state.auth.authenticate(&req) {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(limit) = &state.rate_limit
+        && let Err(wait) = limit.check(owner.as_str())
+    {
+        return ApiError::rate_limited(wait).into_response();
     }
+    req.extensions_mut().insert(Caller(owner));
+    next.run(req).await
 }
 
 #[cfg(test)]

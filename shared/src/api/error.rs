@@ -19,7 +19,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// One of `invalid_request`, `unauthorized`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `internal`.
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `internal`.
     #[schema(example = "invalid_request")]
     pub code: &'static str,
     #[schema(
@@ -38,6 +38,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -47,6 +49,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -61,6 +64,7 @@ impl ApiError {
                 format!("{field}: {message}")
             },
             field: (!field.is_empty()).then_some(field),
+            retry_after: None,
         }
     }
 
@@ -70,6 +74,17 @@ impl ApiError {
 
     pub fn not_found(message: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this caller; retry in {secs} s"),
+        );
+        e.retry_after = Some(secs.max(1));
+        e
     }
 
     pub fn internal() -> Self {
@@ -115,6 +130,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

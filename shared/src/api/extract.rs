@@ -58,7 +58,11 @@ fn field_of(path: &str, message: &str) -> String {
     if let Some(rest) = message.strip_prefix("missing field `")
         && let Some(name) = rest.split('`').next()
     {
-        return if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") };
+        return if base.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{base}.{name}")
+        };
     }
     base.to_owned()
 }
@@ -157,7 +161,10 @@ mod tests {
         assert_eq!(field_of(".", "missing field `action`"), "action");
         assert_eq!(field_of("payload", "missing field `url`"), "payload.url");
         assert_eq!(
-            field_of("retry.attempts", "unknown field `attempts`, expected one of ..."),
+            field_of(
+                "retry.attempts",
+                "unknown field `attempts`, expected one of ..."
+            ),
             "retry.attempts"
         );
         assert_eq!(

@@ -36,13 +36,43 @@ use types::{CreateTaskRequest, Health, ListParams, TaskList, TaskView};
 pub struct ApiState {
     pub scheduler: Scheduler,
     pub auth: Arc<Auth>,
+    pub rate_limit: Option<RateLimit>,
 }
 
-/// Builds the router both hosts serve.
+/// Requests per second allowed to each owner (a GCRA bucket per owner, governor). On AWS the
+/// stage throttling does this job.
+#[derive(Clone)]
+pub struct RateLimit(Arc<governor::DefaultKeyedRateLimiter<String>>);
+
+impl RateLimit {
+    /// `None` when `per_second` is 0 (no limit).
+    pub fn per_second(per_second: u32, burst: u32) -> Option<Self> {
+        let rate = std::num::NonZeroU32::new(per_second)?;
+        let burst = std::num::NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Some(Self(Arc::new(governor::RateLimiter::keyed(quota))))
+    }
+
+    /// `Err(wait)` when the owner must wait before its next request.
+    pub fn check(&self, owner: &str) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock;
+        self.0.check_key(&owner.to_owned()).map_err(|not_until| {
+            not_until.wait_time_from(governor::clock::DefaultClock::default().now())
+        })
+    }
+}
+
+/// Builds the router both hosts serve, without a rate limit.
 pub fn router(scheduler: Scheduler, auth: Auth) -> Router {
+    router_with(scheduler, auth, None)
+}
+
+/// Builds the router with an optional per-owner rate limit (the local host's).
+pub fn router_with(scheduler: Scheduler, auth: Auth, rate_limit: Option<RateLimit>) -> Router {
     let state = ApiState {
         scheduler,
         auth: Arc::new(auth),
+        rate_limit,
     };
     let protected = Router::new()
         .route("/tasks", post(create_task).get(list_tasks))
@@ -141,6 +171,7 @@ async fn create(
         (status = 200, description = "Idempotent repeat: the task created by the first request", body = TaskView),
         (status = 400, description = "Invalid request; `field` names the offending field", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
@@ -165,6 +196,7 @@ async fn create_task(
         (status = 200, description = "Idempotent repeat", body = TaskView),
         (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different body", body = ErrorBody),
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
@@ -187,6 +219,7 @@ async fn schedule_task(
         (status = 200, description = "A page of tasks", body = TaskList),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
     )
 )]
 async fn list_tasks(
@@ -240,6 +273,7 @@ async fn list_tasks(
         (status = 200, description = "The task", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
     )
 )]
@@ -260,6 +294,7 @@ async fn get_task(
         (status = 200, description = "The task, now cancelled", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
         (status = 409, description = "Not scheduled (running, completed, failed or cancelled)", body = ErrorBody),
     )
@@ -281,6 +316,7 @@ async fn cancel_task(
         (status = 200, description = "The task, scheduled again", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
         (status = 404, description = "No such task for this caller", body = ErrorBody),
         (status = 409, description = "Not failed", body = ErrorBody),
     )
@@ -308,6 +344,7 @@ async fn health() -> Json<Health> {
     responses(
         (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
     )
 )]
 async fn openapi_json() -> Response {

@@ -13,6 +13,17 @@ use crate::domain::{
     ValidationError, WebhookAction, WebhookHeaders, WebhookUrl, format_time, parse_time,
 };
 
+/// Deepest accepted nesting of `payload.data` (arrays and objects).
+pub const MAX_DATA_DEPTH: usize = 32;
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Longest accepted `delay_seconds`: ten years.
 pub const MAX_DELAY_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
@@ -86,6 +97,12 @@ impl CreateTaskRequest {
             ));
         }
         let p = self.payload;
+        if p.data.as_ref().is_some_and(|d| depth(d) > MAX_DATA_DEPTH) {
+            return Err(ValidationError::new(
+                "payload.data",
+                format!("nested deeper than {MAX_DATA_DEPTH} levels"),
+            ));
+        }
         let action = Action::Webhook(WebhookAction {
             url: WebhookUrl::parse(&p.url)?,
             method: p
