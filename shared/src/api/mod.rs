@@ -268,7 +268,7 @@ async fn list_tasks(
 /// A task with its attempts.
 #[utoipa::path(
     get, path = "/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path, description = "ULID")),
+    params(("task_id" = String, Path, description = "The task id (a ULID)", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The task", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),
@@ -289,7 +289,7 @@ async fn get_task(
 /// Cancel a scheduled task; its pending wake-up is removed.
 #[utoipa::path(
     delete, path = "/tasks/{task_id}", tag = "tasks",
-    params(("task_id" = String, Path, description = "ULID")),
+    params(("task_id" = String, Path, description = "The task id (a ULID)", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The task, now cancelled", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),
@@ -311,7 +311,7 @@ async fn cancel_task(
 /// Re-arm a failed task now, with a fresh attempt budget.
 #[utoipa::path(
     post, path = "/tasks/{task_id}/retry", tag = "tasks",
-    params(("task_id" = String, Path, description = "ULID")),
+    params(("task_id" = String, Path, description = "The task id (a ULID)", pattern = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The task, scheduled again", body = TaskView),
         (status = 400, description = "Not a task id", body = ErrorBody),

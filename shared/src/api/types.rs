@@ -32,13 +32,13 @@ pub const MAX_DELAY_SECONDS: i64 = 10 * 366 * 24 * 3600;
 #[serde(deny_unknown_fields)]
 pub struct CreateTaskRequest {
     /// The kind of action; only `webhook` today.
-    #[schema(example = "webhook")]
+    #[schema(value_type = ActionKind)]
     pub action: String,
     pub payload: WebhookPayloadRequest,
     /// When to call, RFC 3339 with an offset. A time in the past means "as soon as
     /// possible". Exactly one of `run_at` and `delay_seconds`.
     #[serde(default)]
-    #[schema(example = "2026-05-17T15:00:00Z")]
+    #[schema(example = "2026-05-17T15:00:00Z", format = DateTime)]
     pub run_at: Option<String>,
     /// Seconds from now; alternative to `run_at`.
     #[serde(default)]
@@ -55,11 +55,17 @@ pub struct CreateTaskRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookPayloadRequest {
-    /// Absolute http(s) URL, at most 2048 characters.
-    #[schema(example = "https://example.com/hook", max_length = 2048)]
+    /// Absolute http(s) URL, at most 2048 characters, without credentials.
+    #[schema(
+        example = "https://example.com/hook",
+        max_length = 2048,
+        format = "uri",
+        pattern = "^[hH][tT][tT][pP][sS]?://"
+    )]
     pub url: String,
     /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE`.
     #[serde(default)]
+    #[schema(value_type = Option<MethodName>)]
     pub method: Option<String>,
     /// At most 32; hop-by-hop headers, `Host`, `Content-Length` and the `webhook-*`
     /// signature headers are refused.
@@ -68,6 +74,24 @@ pub struct WebhookPayloadRequest {
     /// Any JSON; sent as the request body.
     #[serde(default)]
     pub data: Option<Value>,
+}
+
+/// The kinds of action (documentation of `action`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    Webhook,
+}
+
+/// The webhook's HTTP method (documentation of `payload.method`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MethodName {
+    Post,
+    Put,
+    Patch,
+    Get,
+    Delete,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -323,6 +347,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
