@@ -59,15 +59,23 @@ impl ScriptedWebhook {
 impl WebhookClient for ScriptedWebhook {
     async fn deliver(&self, task: &Task, attempt: u32) -> Delivery {
         let started_at = Utc::now();
-        self.calls
-            .lock()
-            .unwrap()
-            .push((WakeUp { task_id: task.id, attempt }, started_at));
+        self.calls.lock().unwrap().push((
+            WakeUp {
+                task_id: task.id,
+                attempt,
+            },
+            started_at,
+        ));
         let hold = *self.hold.lock().unwrap();
         if !hold.is_zero() {
             tokio::time::sleep(hold).await;
         }
-        let hint = self.script.lock().unwrap().pop().unwrap_or(RetryHint::Success);
+        let hint = self
+            .script
+            .lock()
+            .unwrap()
+            .pop()
+            .unwrap_or(RetryHint::Success);
         let (outcome, code) = match hint {
             RetryHint::Success => (AttemptOutcome::Succeeded, 200),
             RetryHint::Retryable { .. } => (AttemptOutcome::Failed, 503),
@@ -121,10 +129,18 @@ pub struct Rig {
 
 impl Rig {
     pub fn new(webhook: ScriptedWebhook) -> Self {
-        Self::with(webhook, Arc::new(AllowAllTargets), Arc::new(crate::ports::SystemClock))
+        Self::with(
+            webhook,
+            Arc::new(AllowAllTargets),
+            Arc::new(crate::ports::SystemClock),
+        )
     }
 
-    pub fn with(webhook: ScriptedWebhook, targets: Arc<dyn TargetPolicy>, clock: Arc<dyn Clock>) -> Self {
+    pub fn with(
+        webhook: ScriptedWebhook,
+        targets: Arc<dyn TargetPolicy>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let waker = Arc::new(RecordingWaker::default());
@@ -139,7 +155,14 @@ impl Rig {
             metrics: Arc::new(NoMetrics),
             targets,
         });
-        Self { _dir: dir, store, waker, webhook, dead_letters, scheduler }
+        Self {
+            _dir: dir,
+            store,
+            waker,
+            webhook,
+            dead_letters,
+            scheduler,
+        }
     }
 
     pub fn router(&self, auth: Auth) -> axum::Router {

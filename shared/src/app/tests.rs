@@ -4,9 +4,11 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 
 use super::*;
-use crate::domain::{Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl};
-use crate::ports::{AllowAllTargets, SystemClock};
+use crate::domain::{
+    Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
+};
 use crate::fakes::{BlockHost, Rig, ScriptedWebhook};
+use crate::ports::{AllowAllTargets, SystemClock};
 
 fn owner(name: &str) -> Owner {
     Owner::parse(name).unwrap()
@@ -27,7 +29,11 @@ fn new_task(url: &str, run_at: DateTime<Utc>, max_attempts: i64) -> NewTask {
 }
 
 async fn create(rig: &Rig, run_at: DateTime<Utc>, max_attempts: i64) -> Task {
-    let cmd = CreateCommand { owner: owner("alice"), task: new_task("https://example.com/h", run_at, max_attempts), idempotency: None };
+    let cmd = CreateCommand {
+        owner: owner("alice"),
+        task: new_task("https://example.com/h", run_at, max_attempts),
+        idempotency: None,
+    };
     match rig.scheduler.create(cmd).await.unwrap() {
         Created::New(t) => t,
         other => panic!("{other:?}"),
@@ -35,7 +41,10 @@ async fn create(rig: &Rig, run_at: DateTime<Utc>, max_attempts: i64) -> Task {
 }
 
 fn wake(t: &Task) -> WakeUp {
-    WakeUp { task_id: t.id, attempt: t.attempt_number() }
+    WakeUp {
+        task_id: t.id,
+        attempt: t.attempt_number(),
+    }
 }
 
 #[tokio::test]
@@ -43,17 +52,32 @@ async fn create_stores_and_arms_at_run_at() {
     let rig = Rig::new(ScriptedWebhook::default());
     let at = Utc::now() + TimeDelta::hours(1);
     let t = create(&rig, at, 3).await;
-    assert_eq!(rig.last_armed(), Some((WakeUp { task_id: t.id, attempt: 1 }, t.run_at)));
+    assert_eq!(
+        rig.last_armed(),
+        Some((
+            WakeUp {
+                task_id: t.id,
+                attempt: 1
+            },
+            t.run_at
+        ))
+    );
     assert_eq!(rig.scheduler.get(&owner("alice"), t.id).await.unwrap(), t);
     // Another owner cannot see it.
-    assert!(matches!(rig.scheduler.get(&owner("bob"), t.id).await, Err(AppError::NotFound)));
+    assert!(matches!(
+        rig.scheduler.get(&owner("bob"), t.id).await,
+        Err(AppError::NotFound)
+    ));
 }
 
 #[tokio::test]
 async fn a_duplicate_wakeup_never_delivers_twice() {
     let rig = Rig::new(ScriptedWebhook::default());
     let t = create(&rig, Utc::now() - TimeDelta::seconds(1), 3).await;
-    assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Delivered(Next::Completed));
+    assert_eq!(
+        rig.scheduler.fire(wake(&t)).await.unwrap(),
+        Fired::Delivered(Next::Completed)
+    );
     assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
     assert_eq!(rig.webhook.call_count(), 1);
 }
@@ -65,7 +89,10 @@ async fn concurrent_wakeups_of_one_attempt_deliver_once() {
     let t = create(&rig, Utc::now() - TimeDelta::seconds(1), 3).await;
     let fires = (0..8).map(|_| rig.scheduler.fire(wake(&t)));
     let results = futures::future::join_all(fires).await;
-    let delivered = results.iter().filter(|r| matches!(r, Ok(Fired::Delivered(_)))).count();
+    let delivered = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Fired::Delivered(_))))
+        .count();
     assert_eq!((delivered, rig.webhook.call_count()), (1, 1));
     let done = rig.scheduler.get(&owner("alice"), t.id).await.unwrap();
     assert_eq!((done.status, done.attempts.len()), (Status::Completed, 1));
@@ -85,25 +112,61 @@ async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
     let retry = RetryHint::Retryable { after: None };
     let rig = Rig::new(ScriptedWebhook::answering(&[retry, retry]));
     let t = create(&rig, Utc::now(), 2).await;
-    assert!(matches!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Delivered(Next::Retry { .. })));
+    assert!(matches!(
+        rig.scheduler.fire(wake(&t)).await.unwrap(),
+        Fired::Delivered(Next::Retry { .. })
+    ));
     let (w, at) = rig.last_armed().unwrap();
-    assert_eq!(w, WakeUp { task_id: t.id, attempt: 2 });
-    assert!(at <= Utc::now() + TimeDelta::seconds(1), "backoff capped at 1 s");
+    assert_eq!(
+        w,
+        WakeUp {
+            task_id: t.id,
+            attempt: 2
+        }
+    );
+    assert!(
+        at <= Utc::now() + TimeDelta::seconds(1),
+        "backoff capped at 1 s"
+    );
     // The stale wake-up for attempt 1 arriving again re-arms attempt 2 (lost-arm repair) but
     // delivers nothing.
     let before = rig.webhook.call_count();
-    assert_eq!(rig.scheduler.fire(WakeUp { task_id: t.id, attempt: 1 }).await.unwrap(), Fired::Rearmed);
+    assert_eq!(
+        rig.scheduler
+            .fire(WakeUp {
+                task_id: t.id,
+                attempt: 1
+            })
+            .await
+            .unwrap(),
+        Fired::Rearmed
+    );
     assert_eq!(rig.webhook.call_count(), before);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(rig.scheduler.fire(w).await.unwrap(), Fired::Delivered(Next::Failed));
+    assert_eq!(
+        rig.scheduler.fire(w).await.unwrap(),
+        Fired::Delivered(Next::Failed)
+    );
     let failed = rig.scheduler.get(&owner("alice"), t.id).await.unwrap();
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(rig.dead_letters.0.lock().unwrap().len(), 1);
     // /retry re-arms it now with a fresh budget.
     let again = rig.scheduler.retry(&owner("alice"), t.id).await.unwrap();
-    assert_eq!((again.status, again.attempt_number()), (Status::Scheduled, 3));
-    assert_eq!(rig.last_armed().unwrap().0, WakeUp { task_id: t.id, attempt: 3 });
-    assert!(matches!(rig.scheduler.retry(&owner("alice"), t.id).await, Err(AppError::Conflict(_))));
+    assert_eq!(
+        (again.status, again.attempt_number()),
+        (Status::Scheduled, 3)
+    );
+    assert_eq!(
+        rig.last_armed().unwrap().0,
+        WakeUp {
+            task_id: t.id,
+            attempt: 3
+        }
+    );
+    assert!(matches!(
+        rig.scheduler.retry(&owner("alice"), t.id).await,
+        Err(AppError::Conflict(_))
+    ));
 }
 
 #[tokio::test]
@@ -116,8 +179,14 @@ async fn a_cancelled_task_is_disarmed_and_never_delivered() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
     assert_eq!(rig.webhook.call_count(), 0);
-    assert!(matches!(rig.scheduler.cancel(&owner("alice"), t.id).await, Err(AppError::Conflict(_))));
-    assert!(matches!(rig.scheduler.cancel(&owner("bob"), t.id).await, Err(AppError::NotFound)));
+    assert!(matches!(
+        rig.scheduler.cancel(&owner("alice"), t.id).await,
+        Err(AppError::Conflict(_))
+    ));
+    assert!(matches!(
+        rig.scheduler.cancel(&owner("bob"), t.id).await,
+        Err(AppError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -129,14 +198,27 @@ async fn idempotent_create_returns_the_first_task_and_rearms_it() {
         task: new_task("https://example.com/h", Utc::now() + TimeDelta::hours(1), 3),
         idempotency: Some((key.clone(), hash.to_owned())),
     };
-    let Created::New(first) = rig.scheduler.create(cmd("h1", "alice")).await.unwrap() else { panic!() };
+    let Created::New(first) = rig.scheduler.create(cmd("h1", "alice")).await.unwrap() else {
+        panic!()
+    };
     let arms = rig.waker.armed.lock().unwrap().len();
-    let Created::Existing(again) = rig.scheduler.create(cmd("h1", "alice")).await.unwrap() else { panic!() };
+    let Created::Existing(again) = rig.scheduler.create(cmd("h1", "alice")).await.unwrap() else {
+        panic!()
+    };
     assert_eq!(again.id, first.id);
-    assert_eq!(rig.waker.armed.lock().unwrap().len(), arms + 1, "the repeat re-arms (idempotent)");
-    assert!(matches!(rig.scheduler.create(cmd("h2", "alice")).await, Err(AppError::Conflict(_))));
+    assert_eq!(
+        rig.waker.armed.lock().unwrap().len(),
+        arms + 1,
+        "the repeat re-arms (idempotent)"
+    );
+    assert!(matches!(
+        rig.scheduler.create(cmd("h2", "alice")).await,
+        Err(AppError::Conflict(_))
+    ));
     // Keys are scoped per owner.
-    assert!(matches!(rig.scheduler.create(cmd("h1", "bob")).await.unwrap(), Created::New(t) if t.id != first.id));
+    assert!(
+        matches!(rig.scheduler.create(cmd("h1", "bob")).await.unwrap(), Created::New(t) if t.id != first.id)
+    );
 }
 
 #[tokio::test]
@@ -144,20 +226,35 @@ async fn a_claim_abandoned_by_a_crash_is_recovered_after_its_lease() {
     let rig = Rig::new(ScriptedWebhook::default());
     let t = create(&rig, Utc::now() - TimeDelta::seconds(1), 3).await;
     // A process claims attempt 1 and dies before recording.
-    let crate::ports::ClaimOutcome::Claimed(running) = rig.store.claim(t.id, 1, Utc::now()).await.unwrap() else { panic!() };
+    let crate::ports::ClaimOutcome::Claimed(running) =
+        rig.store.claim(t.id, 1, Utc::now()).await.unwrap()
+    else {
+        panic!()
+    };
     // While the lease holds, the wake-up is a duplicate.
     assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
     // At start-up the local host releases leases; then the attempt is re-claimed.
     let released = running.release_lease(Utc::now()).unwrap();
     rig.store.update(&released).await.unwrap();
-    assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Delivered(Next::Completed));
+    assert_eq!(
+        rig.scheduler.fire(wake(&t)).await.unwrap(),
+        Fired::Delivered(Next::Completed)
+    );
     assert_eq!(rig.webhook.call_count(), 1);
 }
 
 #[tokio::test]
 async fn target_policy_is_checked_at_creation() {
-    let rig = Rig::with(ScriptedWebhook::default(), Arc::new(BlockHost), Arc::new(SystemClock));
-    let cmd = CreateCommand { owner: owner("alice"), task: new_task("https://blocked.example/x", Utc::now(), 3), idempotency: None };
+    let rig = Rig::with(
+        ScriptedWebhook::default(),
+        Arc::new(BlockHost),
+        Arc::new(SystemClock),
+    );
+    let cmd = CreateCommand {
+        owner: owner("alice"),
+        task: new_task("https://blocked.example/x", Utc::now(), 3),
+        idempotency: None,
+    };
     match rig.scheduler.create(cmd).await {
         Err(AppError::Invalid(e)) => assert_eq!(e.field, "payload.url"),
         other => panic!("{other:?}"),
@@ -169,13 +266,40 @@ async fn target_policy_is_checked_at_creation() {
 #[tokio::test]
 async fn target_policy_is_checked_again_at_delivery() {
     // Accepted under one policy, delivered under a stricter one (e.g. after a config change).
-    let rig = Rig::with(ScriptedWebhook::default(), Arc::new(AllowAllTargets), Arc::new(SystemClock));
-    let cmd = CreateCommand { owner: owner("alice"), task: new_task("https://blocked.example/x", Utc::now(), 3), idempotency: None };
-    let Created::New(t) = rig.scheduler.create(cmd).await.unwrap() else { panic!() };
-    let strict = Rig::with(ScriptedWebhook::default(), Arc::new(BlockHost), Arc::new(SystemClock));
+    let rig = Rig::with(
+        ScriptedWebhook::default(),
+        Arc::new(AllowAllTargets),
+        Arc::new(SystemClock),
+    );
+    let cmd = CreateCommand {
+        owner: owner("alice"),
+        task: new_task("https://blocked.example/x", Utc::now(), 3),
+        idempotency: None,
+    };
+    let Created::New(t) = rig.scheduler.create(cmd).await.unwrap() else {
+        panic!()
+    };
+    let strict = Rig::with(
+        ScriptedWebhook::default(),
+        Arc::new(BlockHost),
+        Arc::new(SystemClock),
+    );
     strict.store.create(&t).await.unwrap();
-    assert_eq!(strict.scheduler.fire(wake(&t)).await.unwrap(), Fired::Delivered(Next::Failed));
-    assert_eq!(strict.webhook.call_count(), 0, "no request to a refused target");
+    assert_eq!(
+        strict.scheduler.fire(wake(&t)).await.unwrap(),
+        Fired::Delivered(Next::Failed)
+    );
+    assert_eq!(
+        strict.webhook.call_count(),
+        0,
+        "no request to a refused target"
+    );
     let failed = strict.scheduler.get(&owner("alice"), t.id).await.unwrap();
-    assert!(failed.attempts[0].error.as_deref().unwrap().starts_with("target refused"));
+    assert!(
+        failed.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("target refused")
+    );
 }
