@@ -231,10 +231,7 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
             "no SCHEDULER_API_TOKENS set: the API is open to anyone on this machine (loopback only)"
         );
     }
-    let pending = store
-        .count(Some(crate::domain::Status::Scheduled))
-        .await
-        .unwrap_or_default();
+    let pending = store.pending().await.unwrap_or_default();
     info!(
         %addr,
         data = %store.path().display(),
