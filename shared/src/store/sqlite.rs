@@ -24,7 +24,6 @@ use crate::domain::{Cursor, Task, TaskId, WakeUp};
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
 
 const MAX_BATCH: usize = 1024;
-const SCHEMA_VERSION: i64 = 2;
 
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
