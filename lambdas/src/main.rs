@@ -23,12 +23,17 @@ enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run as the AWS Lambda function (DynamoDB, EventBridge Scheduler, SQS). Chosen
+    /// automatically when AWS_LAMBDA_RUNTIME_API is set and no subcommand is given.
+    Lambda,
 }
 
-fn init_tracing() {
+/// JSON logs (with the span's task id and attempt) when `LOG_FORMAT=json`, and always in
+/// Lambda, where CloudWatch Logs Insights queries them.
+fn init_tracing(lambda: bool) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let json = lambda || std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     if json {
         fmt()
             .json()
@@ -65,13 +70,23 @@ fn on_signal(token: CancellationToken) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
-    match cli.command.unwrap_or(Command::Serve { listen: None }) {
+    let command = cli.command.unwrap_or_else(|| {
+        if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+            Command::Lambda
+        } else {
+            Command::Serve { listen: None }
+        }
+    });
+    init_tracing(matches!(command, Command::Lambda));
+    match command {
         Command::Serve { listen } => {
             let config = shared::local::LocalConfig::from_env(listen)?;
             let token = CancellationToken::new();
             on_signal(token.clone());
             shared::local::serve(config, token).await
         }
+        Command::Lambda => shared::lambda::run()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}")),
     }
 }

@@ -6,17 +6,23 @@
 //! - [`ports`]: the seams (TaskStore, Waker, WebhookClient, Clock, ...).
 //! - [`app`]: the use cases (create, get, list, cancel, retry, fire).
 //! - [`api`]: the axum Router both hosts serve, its JSON errors and OpenAPI document.
-//! - [`store`]: task stores (SQLite locally).
-//! - [`wake`]: wake-up adapters (the in-process timer locally).
+//! - [`store`]: task stores (SQLite locally, DynamoDB on AWS).
+//! - [`wake`]: wake-up adapters (the in-process timer locally, Scheduler + SQS on AWS).
 //! - [`webhook`]: the HTTP client that delivers.
 //! - [`local`]: the local host: configuration and wiring for `serve`.
+//! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
+//! - [`metrics`]: CloudWatch embedded-metric-format counters for the AWS host.
 
 pub mod api;
 pub mod app;
+#[cfg(any(test, feature = "test-support"))]
+pub mod aws_testing;
 pub mod domain;
 #[cfg(test)]
 pub(crate) mod fakes;
+pub mod lambda;
 pub mod local;
+pub mod metrics;
 pub mod ports;
 pub mod store;
 pub mod wake;

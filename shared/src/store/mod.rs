@@ -1,5 +1,10 @@
-//! Task stores: SQLite for the local host (and the DynamoDB adapter for AWS).
+//! Task stores: SQLite for the local host, DynamoDB for AWS. Both pass the same contract
+//! cases ([`contract`]).
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod contract;
+pub mod dynamodb;
 pub mod sqlite;
 
+pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;

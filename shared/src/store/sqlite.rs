@@ -328,7 +328,9 @@ impl SqliteStore {
     /// Tasks caught `running` (at start-up: claims of a process that died).
     pub async fn running(&self) -> Result<Vec<Task>, StoreError> {
         self.read(|conn| {
-            let mut st = conn.prepare_cached("SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'")?;
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
+            )?;
             st.query_map([], |r| r.get::<_, String>(0))?
                 .map(|b| b.and_then(decode))
                 .collect()
@@ -340,7 +342,11 @@ impl SqliteStore {
     /// wake-up index alone.
     pub async fn pending(&self) -> Result<u64, StoreError> {
         self.read(|conn| {
-            conn.query_row("SELECT count(*) FROM tasks INDEXED BY tasks_wake WHERE wake_at IS NOT NULL", [], |r| r.get(0))
+            conn.query_row(
+                "SELECT count(*) FROM tasks INDEXED BY tasks_wake WHERE wake_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
         })
         .await
     }

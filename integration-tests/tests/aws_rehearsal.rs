@@ -1,0 +1,478 @@
+//! The cloud rehearsal: the real binary on the real Lambda Runtime API (cargo lambda), over
+//! DynamoDB, SQS and EventBridge Scheduler on moto server, delivering to a webhook receiver
+//! on loopback. moto never fires schedules nor feeds SQS to Lambda, so the test plays
+//! EventBridge Scheduler (reads each schedule, checks every field, invokes the function with
+//! its `Input` at a uniform random moment of its minute) and the SQS event source (receives
+//! due delay-queue messages, invokes with a batch event, deletes what was not failed).
+//!
+//! Requests are API Gateway HTTP API v2 events with an IAM authorizer context, sent through
+//! the Lambda Invoke API. cargo lambda's `/lambda-url/<fn>/...` emulation builds a v2 event
+//! without any authorizer context (the router would answer 401), and in `--only-lambda-apis`
+//! mode (a binary started by the test) cargo-lambda 1.9.2 does not route its responses back,
+//! so it is not used; the unauthenticated case is an event without `authorizer` instead.
+//!
+//! Skipped without `AWS_ENDPOINT_URL` unless `REQUIRE_EMULATORS=1`; `make test-aws` runs it.
+
+use std::time::Duration;
+
+use chrono::{DurationRound, TimeDelta, Utc};
+use integration_tests::{
+    Receiver, Reply,
+    aws::{AwsRig, Function, ROLE_ARN, Recorder, api_event, api_response, at_time, eventually},
+    in_ms, parse_time, rfc3339,
+};
+use rand::Rng;
+use serde_json::{Value, json};
+
+const ALICE: &str = "arn:aws:iam::123456789012:user/alice";
+const BOB: &str = "arn:aws:sts::123456789012:assumed-role/ops/bob";
+/// The invoked function ARN cargo lambda's Runtime API puts in the invocation context.
+const CONTEXT_ARN: &str = "function-arn";
+
+async fn call(
+    f: &Function,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    owner: Option<&str>,
+) -> (u16, Value) {
+    let resp = f
+        .invoke(&api_event(method, path, body, owner, &[]))
+        .await
+        .expect("invoke with an API Gateway v2 event");
+    api_response(&resp)
+}
+
+fn create_body(url: &str, run_at: chrono::DateTime<Utc>) -> Value {
+    json!({
+        "action": "webhook",
+        "payload": {"url": url, "method": "POST", "data": {"message": "Task executed!"}},
+        "run_at": rfc3339(run_at),
+    })
+}
+
+/// Plays the SQS event source until `done` holds or `within` passes.
+async fn pump_until(rig: &AwsRig, f: &Function, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not done within {within:?}; function logs:\n{}",
+            f.log_text()
+        );
+        rig.pump_delay_queue(f, Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts a fresh function process (a cold start) whose clock is moved forward, then waits
+/// until that clock reads `at`: the test plays a moment hours ahead, to the millisecond.
+async fn start_clocked_at(rig: &AwsRig, at: chrono::DateTime<Utc>) -> Function {
+    const STARTUP: TimeDelta = TimeDelta::seconds(4);
+    let offset = at - Utc::now() - STARTUP;
+    let f = Function::start(&rig.function_env(), Some(offset))
+        .await
+        .unwrap();
+    let wait = at - (Utc::now() + offset);
+    assert!(
+        wait > TimeDelta::zero(),
+        "the function took longer than {STARTUP} to start"
+    );
+    tokio::time::sleep(wait.to_std().unwrap()).await;
+    f
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_due_in_ten_seconds_is_delivered_once_within_a_second() {
+    let Some(rig) = AwsRig::create("aws rehearsal: 10 s task").await else {
+        return;
+    };
+    let recorder = Recorder::start(&rig.endpoint).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/hook", [], Reply::ok());
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+
+    let run_at = in_ms(10_000);
+    let (status, task) = call(
+        &f,
+        "POST",
+        "/tasks",
+        Some(&create_body(&receiver.url("/hook"), run_at)),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    // Without the IAM authorizer context there is no caller: 401, nothing stored.
+    let (status, err) = call(&f, "GET", &format!("/tasks/{id}"), None, None).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("unauthorized"))
+    );
+    assert!(
+        rig.schedule_names().await.is_empty(),
+        "due within 15 min: the delay queue, no schedule"
+    );
+    let (_, delayed) = rig.delay_queue_depth().await;
+    assert_eq!(delayed, 1, "one delayed wake-up");
+
+    pump_until(&rig, &f, Duration::from_secs(25), || {
+        !receiver.arrivals_at("/hook").is_empty()
+    })
+    .await;
+    let arrival = receiver.arrivals_at("/hook").remove(0);
+    let lateness = arrival.wall - run_at;
+    println!(
+        "10 s task: delivered {} ms after run_at",
+        lateness.num_milliseconds()
+    );
+    assert!(
+        (0..=1_000).contains(&lateness.num_milliseconds()),
+        "delivered {lateness} after run_at"
+    );
+    assert_eq!(arrival.json()["message"], "Task executed!");
+    assert_eq!(arrival.header("webhook-id"), Some(id.as_str()));
+
+    // Calls made for this task on its happy path (before the duplicates below).
+    let calls = eventually(Duration::from_secs(5), || async {
+        let c = recorder.function_calls_for(&id).await;
+        (c.len() >= 4).then_some(c)
+    })
+    .await
+    .unwrap_or_default();
+    println!(
+        "AWS calls, task due within 15 min: {} {calls:?}",
+        calls.len()
+    );
+    assert_eq!(calls, ["PutItem", "SendMessage", "UpdateItem", "PutItem"]);
+
+    // Duplicate wake-ups (SQS at-least-once, a replayed message) deliver nothing new.
+    let wake = json!({"kind": "wake", "task_id": id, "attempt": 1});
+    assert_eq!(f.invoke(&wake).await.unwrap()["result"], "dropped");
+    let batch = json!({"Records": [{"messageId": "dup-1", "body": wake.to_string(), "eventSource": "aws:sqs"}]});
+    assert_eq!(
+        f.invoke(&batch).await.unwrap(),
+        json!({"batchItemFailures": []})
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.arrivals_at("/hook").len(),
+        1,
+        "delivered exactly once"
+    );
+
+    // Status and attempts through GET /tasks/{id}; another principal gets 404.
+    let (status, got) = call(&f, "GET", &format!("/tasks/{id}"), None, Some(ALICE)).await;
+    assert_eq!(status, 200);
+    assert_eq!(got["status"], "completed");
+    assert_eq!(got["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(got["attempts"][0]["status_code"], 200);
+    assert_eq!(
+        call(&f, "GET", &format!("/tasks/{id}"), None, Some(BOB))
+            .await
+            .0,
+        404
+    );
+
+    // EMF metrics in the function's output; no EventBridge rule anywhere.
+    assert_eq!(f.metric_values("TasksCreated"), [1.0]);
+    assert_eq!(f.metric_values("TasksDelivered"), [1.0]);
+    let lateness_metric = f.metric_values("DeliveryLatenessMs");
+    assert!(
+        lateness_metric.len() == 1 && lateness_metric[0] <= 1_000.0,
+        "{lateness_metric:?}"
+    );
+    assert!(rig.eventbridge_rules().await.is_empty());
+    // JSON logs carry the task id and attempt.
+    assert!(
+        f.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("attempt recorded")
+                && l.contains(&id)
+                && l.contains("\"attempt\":1")),
+        "no JSON log line with task id and attempt:\n{}",
+        f.log_text()
+    );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_two_hours_ahead_gets_a_schedule_whose_firing_rearms_on_the_delay_queue() {
+    let Some(rig) = AwsRig::create("aws rehearsal: 2 h task").await else {
+        return;
+    };
+    let recorder = Recorder::start(&rig.endpoint).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/later", [], Reply::ok());
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+
+    let run_at = in_ms(2 * 3_600_000);
+    let (status, task) = call(
+        &f,
+        "POST",
+        "/tasks",
+        Some(&create_body(&receiver.url("/later"), run_at)),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 201, "{task}");
+    let id = task["task_id"].as_str().unwrap().to_owned();
+
+    // Exactly one schedule, named <task>-<attempt>, with every field as designed.
+    let name = format!("{id}-1");
+    assert_eq!(rig.schedule_names().await, std::slice::from_ref(&name));
+    let s = rig.get_schedule(&name).await.unwrap();
+    let expected_at = (run_at - TimeDelta::minutes(2))
+        .duration_trunc(TimeDelta::minutes(1))
+        .unwrap();
+    let expression = s.schedule_expression().unwrap();
+    assert_eq!(
+        expression,
+        format!("at({})", expected_at.format("%Y-%m-%dT%H:%M:%S"))
+    );
+    assert_eq!(s.schedule_expression_timezone(), Some("UTC"));
+    assert_eq!(s.flexible_time_window().unwrap().mode().as_str(), "OFF");
+    assert_eq!(
+        s.action_after_completion().map(|a| a.as_str()),
+        Some("DELETE")
+    );
+    assert_eq!(s.group_name(), Some(rig.group.as_str()));
+    let target = s.target().unwrap();
+    assert_eq!(
+        target.arn(),
+        CONTEXT_ARN,
+        "the function's ARN from its invocation context"
+    );
+    assert_eq!(target.role_arn(), ROLE_ARN);
+    let retry = target.retry_policy().unwrap();
+    assert_eq!(
+        (
+            retry.maximum_event_age_in_seconds(),
+            retry.maximum_retry_attempts()
+        ),
+        (Some(86_400), Some(185))
+    );
+    assert_eq!(
+        target.dead_letter_config().and_then(|d| d.arn()),
+        Some(rig.dlq_arn.as_str())
+    );
+    let input: Value = serde_json::from_str(target.input().unwrap()).unwrap();
+    assert_eq!(input, json!({"kind": "wake", "task_id": id, "attempt": 1}));
+    assert_eq!(
+        rig.delay_queue_depth().await,
+        (0, 0),
+        "nothing on the queue yet"
+    );
+
+    // Play Scheduler: it fires at a uniform random moment of the at() minute. The function
+    // is a fresh process (cold start) whose clock stands at that moment.
+    let fire_at =
+        at_time(expression) + TimeDelta::milliseconds(rand::rng().random_range(0..60_000));
+    f.stop().await;
+    let f = start_clocked_at(&rig, fire_at).await;
+    let out = rig.fire_schedule(&f, &name).await;
+    assert_eq!(out["result"], "rearmed", "{out}");
+    // Early: re-armed on the delay queue for the remaining seconds, not as a new schedule.
+    assert!(rig.schedule_names().await.is_empty());
+    assert_eq!(rig.delay_queue_depth().await, (0, 1));
+    let remaining = (run_at - fire_at).num_milliseconds();
+    let queued = f
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "wake-up queued")
+        .expect("a queued wake-up in the logs");
+    let delay = queued["fields"]["delay_seconds"].as_i64().unwrap();
+    println!(
+        "2 h task: schedule fired {} s early, re-armed with DelaySeconds={delay}",
+        remaining / 1000
+    );
+    let expected = (remaining + 999) / 1000;
+    assert!(
+        (expected - 1..=expected).contains(&delay) && (60..=180).contains(&delay),
+        "DelaySeconds {delay}, expected about {expected} (ceil of the remaining time)"
+    );
+    assert!(receiver.arrivals().is_empty());
+
+    // Play SQS when that message falls due: a fresh process whose clock is at run_at, the
+    // batch carrying the queued body (moto would only show it after `delay` real seconds).
+    f.stop().await;
+    let f = start_clocked_at(&rig, run_at).await;
+    let batch = json!({"Records": [{"messageId": "m-1", "body": input.to_string(), "eventSource": "aws:sqs"}]});
+    assert_eq!(
+        f.invoke(&batch).await.unwrap(),
+        json!({"batchItemFailures": []})
+    );
+    assert_eq!(receiver.arrivals_at("/later").len(), 1);
+    let lateness = f.metric_values("DeliveryLatenessMs");
+    assert!(lateness.len() == 1 && lateness[0] < 1_000.0, "{lateness:?}");
+
+    let calls = eventually(Duration::from_secs(5), || async {
+        let c = recorder.function_calls_for(&id).await;
+        (c.len() >= 6).then_some(c)
+    })
+    .await
+    .unwrap_or_default();
+    println!("AWS calls, task due in 2 h: {} {calls:?}", calls.len());
+    assert_eq!(
+        calls,
+        [
+            "PutItem",
+            "CreateSchedule",
+            "UpdateItem",
+            "SendMessage",
+            "UpdateItem",
+            "PutItem"
+        ]
+    );
+    assert!(rig.eventbridge_rules().await.is_empty());
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_deletes_the_pending_schedule_and_a_late_wake_up_delivers_nothing() {
+    let Some(rig) = AwsRig::create("aws rehearsal: cancel").await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+    let run_at = in_ms(3 * 3_600_000);
+    let (status, task) = call(
+        &f,
+        "POST",
+        "/tasks",
+        Some(&create_body(&receiver.url("/never"), run_at)),
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = task["task_id"].as_str().unwrap().to_owned();
+    let name = format!("{id}-1");
+    assert!(rig.get_schedule(&name).await.is_some());
+
+    assert_eq!(
+        call(&f, "DELETE", &format!("/tasks/{id}"), None, Some(BOB))
+            .await
+            .0,
+        404
+    );
+    let (status, cancelled) = call(&f, "DELETE", &format!("/tasks/{id}"), None, Some(ALICE)).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        rig.get_schedule(&name).await.is_none(),
+        "the schedule is deleted"
+    );
+    assert!(rig.schedule_names().await.is_empty());
+    assert_eq!(
+        call(&f, "DELETE", &format!("/tasks/{id}"), None, Some(ALICE))
+            .await
+            .0,
+        409
+    );
+
+    // A wake-up already in flight (or duplicated) finds the task cancelled.
+    let wake = json!({"kind": "wake", "task_id": id, "attempt": 1});
+    assert_eq!(f.invoke(&wake).await.unwrap()["result"], "dropped");
+    // The original design's execution event is accepted too, and also drops.
+    let legacy = json!({"source": "custom.scheduler", "detail-type": "Scheduled Task Execution", "detail": {"taskId": id}});
+    assert_eq!(f.invoke(&legacy).await.unwrap()["result"], "dropped");
+    // An unknown shape is acknowledged with an error, never a crash.
+    let odd = f.invoke(&json!({"hello": "world"})).await.unwrap();
+    assert_eq!(odd["retryable"], false);
+    assert!(receiver.arrivals().is_empty());
+
+    let (status, list) = call(&f, "GET", "/tasks?status=cancelled", None, Some(ALICE)).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["tasks"][0]["task_id"], id.as_str());
+    assert_eq!(f.metric_values("TasksCancelled"), [1.0]);
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_back_off_then_the_last_failure_goes_to_the_dead_letter_queue() {
+    let Some(rig) = AwsRig::create("aws rehearsal: retries").await else {
+        return;
+    };
+    let recorder = Recorder::start(&rig.endpoint).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/flaky", [Reply::status(500)], Reply::ok());
+    receiver.script("/down", [], Reply::status(500));
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+    let retry = json!({"max_attempts": 3, "initial_backoff_seconds": 1, "max_backoff_seconds": 1});
+    let mut ids = Vec::new();
+    for path in ["/flaky", "/down"] {
+        let mut body = create_body(&receiver.url(path), in_ms(500));
+        body["retry"] = retry.clone();
+        let (status, task) = call(&f, "POST", "/tasks", Some(&body), Some(ALICE)).await;
+        assert_eq!(status, 201, "{task}");
+        ids.push(task["task_id"].as_str().unwrap().to_owned());
+    }
+    pump_until(&rig, &f, Duration::from_secs(30), || {
+        receiver.arrivals_at("/flaky").len() >= 2 && receiver.arrivals_at("/down").len() >= 3
+    })
+    .await;
+    let status_of = |id: String| {
+        let f = &f;
+        async move {
+            let (_, t) = call(f, "GET", &format!("/tasks/{id}"), None, Some(ALICE)).await;
+            t
+        }
+    };
+    let flaky = eventually(Duration::from_secs(5), || async {
+        let t = status_of(ids[0].clone()).await;
+        (t["status"] == "completed").then_some(t)
+    })
+    .await
+    .expect("the flaky task completes");
+    assert_eq!(flaky["attempts"].as_array().unwrap().len(), 2);
+    let down = eventually(Duration::from_secs(5), || async {
+        let t = status_of(ids[1].clone()).await;
+        (t["status"] == "failed").then_some(t)
+    })
+    .await
+    .expect("the down task fails");
+    let attempts = down["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    // Backoff: each retry waits (full jitter, up to 1 s here) after the previous attempt.
+    for w in attempts.windows(2) {
+        assert!(
+            parse_time(w[1]["started_at"].as_str().unwrap())
+                >= parse_time(w[0]["finished_at"].as_str().unwrap())
+        );
+    }
+    let letters = rig.dead_letters().await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let dl = &letters[0];
+    assert_eq!(dl["task_id"], ids[1].as_str());
+    assert_eq!(dl["attempts"], 3);
+    assert_eq!(dl["owner"], ALICE);
+    assert_eq!(dl["url"], receiver.url("/down"));
+    assert!(dl["last_error"].as_str().unwrap().contains("500"), "{dl}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.arrivals_at("/flaky").len(), 2);
+    assert_eq!(receiver.arrivals_at("/down").len(), 3);
+    assert_eq!(f.metric_values("TasksRetried").len(), 3);
+    assert_eq!(f.metric_values("TasksFailed"), [1.0]);
+
+    let calls = recorder.function_calls_for(&ids[0]).await;
+    let calls: Vec<&String> = calls.iter().filter(|c| *c != "GetItem").collect();
+    println!("AWS calls, task with one retry: {} {calls:?}", calls.len());
+    assert_eq!(
+        calls,
+        [
+            "PutItem",
+            "SendMessage",
+            "UpdateItem",
+            "PutItem",
+            "SendMessage",
+            "UpdateItem",
+            "PutItem"
+        ]
+    );
+    assert!(rig.eventbridge_rules().await.is_empty());
+    f.stop().await;
+}

@@ -1,0 +1,427 @@
+//! The store contract: cases every [`TaskStore`] must pass, run against SQLite (here, in
+//! `sqlite`'s tests) and DynamoDB on moto server (in `dynamodb`'s tests). Each case uses its
+//! own owner, so cases may share one store and run concurrently.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::domain::{
+    Action, AttemptOutcome, Delivery, HttpMethod, IdempotencyKey, NewTask, Next, Owner, RetryHint,
+    RetryPolicy, Status, Task, TaskId, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
+};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, StoreError, TaskStore};
+
+pub type Store = Arc<dyn TaskStore>;
+
+/// What a store under test guarantees beyond its conditions.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Conditional writes to one item are serialized, so racing writers can be run truly
+    /// concurrently. SQLite (one writer thread) and real DynamoDB do this; moto server does
+    /// not (it evaluates a condition and writes without a per-item lock, so two racing
+    /// writers can both pass). Without it the races run in both orders, one after the other,
+    /// which still proves the conditions themselves.
+    pub atomic: bool,
+}
+
+/// Runs `a` and `b` concurrently on an atomic store, else `a` then `b` (or `b` then `a`).
+async fn race<A, B>(
+    caps: Caps,
+    b_first: bool,
+    a: impl std::future::Future<Output = A>,
+    b: impl std::future::Future<Output = B>,
+) -> (A, B) {
+    if caps.atomic {
+        tokio::join!(a, b)
+    } else if b_first {
+        let b = b.await;
+        (a.await, b)
+    } else {
+        let a = a.await;
+        (a, b.await)
+    }
+}
+
+/// A fixed instant (millisecond precision, like parsed API input).
+pub fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
+}
+
+pub fn owner() -> Owner {
+    Owner::parse(&format!(
+        "arn:aws:iam::123456789012:user/contract-{}",
+        TaskId::generate()
+    ))
+    .unwrap()
+}
+
+/// A task of `owner` due at `run_at`, 3 attempts, with a JSON body that exercises nesting
+/// and numbers.
+pub fn task(owner: &Owner, run_at: DateTime<Utc>, key: Option<&str>) -> Task {
+    let new = NewTask {
+        action: Action::Webhook(WebhookAction {
+            url: WebhookUrl::parse("https://example.com/hook").unwrap(),
+            method: HttpMethod::Post,
+            headers: WebhookHeaders::default(),
+            data: Some(
+                serde_json::json!({"message": "hi", "n": 3, "x": 1.5, "list": [1, "a", null], "empty": ""}),
+            ),
+        }),
+        run_at,
+        retry: RetryPolicy::parse(Some(3), Some(10), Some(60)).unwrap(),
+        timeout: TimeoutSeconds::default(),
+    };
+    Task::new(
+        TaskId::generate(),
+        owner.clone(),
+        new,
+        t0() - TimeDelta::hours(1),
+        key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        key.map(|_| "hash-1".to_owned()),
+    )
+}
+
+pub fn delivery(hint: RetryHint, at: DateTime<Utc>) -> Delivery {
+    let ok = hint == RetryHint::Success;
+    Delivery {
+        started_at: at,
+        duration: Duration::from_millis(12),
+        outcome: if ok {
+            AttemptOutcome::Succeeded
+        } else {
+            AttemptOutcome::Failed
+        },
+        status_code: Some(if ok { 200 } else { 503 }),
+        error: (!ok).then(|| "HTTP 503".to_owned()),
+        hint,
+    }
+}
+
+async fn created(store: &Store, t: &Task) {
+    match store.create(t).await.unwrap() {
+        CreateOutcome::Created => {}
+        CreateOutcome::Existing(e) => panic!("expected a new task, got existing {}", e.id),
+    }
+}
+
+fn claimed(outcome: ClaimOutcome) -> Task {
+    match outcome {
+        ClaimOutcome::Claimed(t) => t,
+        ClaimOutcome::Rejected(t) => panic!("expected a claim, rejected with {t:?}"),
+    }
+}
+
+fn rejected(outcome: ClaimOutcome) -> Option<Task> {
+    match outcome {
+        ClaimOutcome::Claimed(t) => panic!("expected a rejection, claimed {}", t.id),
+        ClaimOutcome::Rejected(t) => t,
+    }
+}
+
+pub async fn create_and_get(store: Store, _caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    assert_eq!(store.get(t.id).await.unwrap().as_ref(), Some(&t));
+    assert!(store.get(TaskId::generate()).await.unwrap().is_none());
+}
+
+pub async fn idempotent_create(store: Store, caps: Caps) {
+    let o = owner();
+    let first = task(&o, t0(), Some("key-1"));
+    created(&store, &first).await;
+    // Same owner, same key, another id: nothing is written, the first task comes back.
+    let repeat = task(&o, t0() + TimeDelta::hours(1), Some("key-1"));
+    match store.create(&repeat).await.unwrap() {
+        CreateOutcome::Existing(e) => assert_eq!(*e, first),
+        CreateOutcome::Created => panic!("a repeated idempotency key created a task"),
+    }
+    assert!(store.get(repeat.id).await.unwrap().is_none());
+    // Another owner may use the same key; the same owner another key.
+    created(&store, &task(&owner(), t0(), Some("key-1"))).await;
+    created(&store, &task(&o, t0(), Some("key-2"))).await;
+    // Racing creates with one key: exactly one wins.
+    let racers: Vec<Task> = (0..4).map(|_| task(&o, t0(), Some("race"))).collect();
+    let outcomes = if caps.atomic {
+        futures::future::join_all(racers.iter().map(|t| store.create(t))).await
+    } else {
+        let mut out = Vec::new();
+        for t in &racers {
+            out.push(store.create(t).await);
+        }
+        out
+    };
+    let winners: Vec<TaskId> = racers
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, Ok(CreateOutcome::Created)))
+        .map(|(t, _)| t.id)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    for o in outcomes {
+        match o {
+            Ok(CreateOutcome::Existing(e)) => assert_eq!(e.id, winners[0]),
+            Ok(CreateOutcome::Created) => {}
+            // A transaction may lose to a concurrent one on real DynamoDB; never a second task.
+            Err(StoreError::Unavailable(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+pub async fn claim_once_under_concurrency(store: Store, caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    // Not due yet: rejected with the task as it is.
+    let early = rejected(
+        store
+            .claim(t.id, 1, t0() - TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(early.map(|t| t.status), Some(Status::Scheduled));
+    // Wrong attempt, unknown task.
+    assert!(rejected(store.claim(t.id, 2, t0()).await.unwrap()).is_some());
+    assert!(rejected(store.claim(TaskId::generate(), 1, t0()).await.unwrap()).is_none());
+    // Two wake-ups of one attempt at once: exactly one wins.
+    let (a, b) = race(
+        caps,
+        false,
+        store.claim(t.id, 1, t0()),
+        store.claim(t.id, 1, t0()),
+    )
+    .await;
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (winner, loser) = match (a, b) {
+        (ClaimOutcome::Claimed(w), ClaimOutcome::Rejected(l)) => (w, l),
+        (ClaimOutcome::Rejected(l), ClaimOutcome::Claimed(w)) => (w, l),
+        other => panic!("expected one claim and one rejection, got {other:?}"),
+    };
+    assert_eq!(
+        (winner.status, winner.version, winner.attempt_number()),
+        (Status::Running, 2, 1)
+    );
+    let lease = winner.lease_until.expect("a lease");
+    let expected = t.lease_for(t0());
+    assert!(
+        (lease - expected).num_milliseconds().abs() <= 1,
+        "{lease} vs {expected}"
+    );
+    assert_eq!(winner.updated_at, t0());
+    let loser = loser.expect("the loser sees the task");
+    assert_eq!(loser.status, Status::Running);
+    assert_eq!(store.get(t.id).await.unwrap().unwrap(), winner);
+    // While the lease holds the attempt stays taken; after it, a wake-up re-claims it (the
+    // holder died): at-least-once, never two live deliveries.
+    assert!(
+        rejected(
+            store
+                .claim(t.id, 1, lease - TimeDelta::seconds(1))
+                .await
+                .unwrap()
+        )
+        .is_some()
+    );
+    let again = claimed(store.claim(t.id, 1, lease).await.unwrap());
+    assert_eq!((again.version, again.status), (3, Status::Running));
+}
+
+pub async fn retry_bookkeeping(store: Store, _caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    let mut current = t.clone();
+    for n in 1..=3u32 {
+        let due = current.next_attempt_at.unwrap();
+        let running = claimed(store.claim(t.id, n, due).await.unwrap());
+        let (after, next) = running
+            .record(
+                n,
+                &delivery(RetryHint::Retryable { after: None }, due),
+                due,
+                0.5,
+            )
+            .unwrap();
+        store.update(&after).await.unwrap();
+        // A stale writer (the version before) loses.
+        assert!(matches!(
+            store.update(&running).await,
+            Err(StoreError::Conflict)
+        ));
+        let stored = store.get(t.id).await.unwrap().unwrap();
+        assert_eq!(stored, after);
+        assert_eq!(stored.attempts.len(), n as usize);
+        match next {
+            Next::Retry { at, wake } => {
+                assert_eq!((stored.status, wake.attempt), (Status::Scheduled, n + 1));
+                // The retry is not due before its backoff.
+                assert!(
+                    rejected(
+                        store
+                            .claim(t.id, n + 1, at - TimeDelta::milliseconds(5))
+                            .await
+                            .unwrap()
+                    )
+                    .is_some()
+                );
+            }
+            Next::Failed => {
+                assert_eq!(n, 3);
+                assert_eq!(stored.status, Status::Failed);
+                assert_eq!(stored.dead_letter.as_ref().unwrap().attempts, 3);
+            }
+            Next::Completed => unreachable!(),
+        }
+        current = stored;
+    }
+    // /retry: a fresh budget from attempt 4, then success.
+    let now = t0() + TimeDelta::hours(2);
+    let revived = current.retry_failed(now).unwrap();
+    store.update(&revived).await.unwrap();
+    let running = claimed(store.claim(t.id, 4, now).await.unwrap());
+    let (done, _) = running
+        .record(4, &delivery(RetryHint::Success, now), now, 0.5)
+        .unwrap();
+    store.update(&done).await.unwrap();
+    let stored = store.get(t.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempts.len()),
+        (Status::Completed, 4)
+    );
+}
+
+pub async fn cancel_races(store: Store, caps: Caps) {
+    for round in 0..6 {
+        let o = owner();
+        let t = task(&o, t0(), None);
+        created(&store, &t).await;
+        let cancelled = t.cancel(t0()).unwrap();
+        let (cancel, claim) = race(
+            caps,
+            round % 2 == 1,
+            store.update(&cancelled),
+            store.claim(t.id, 1, t0()),
+        )
+        .await;
+        let stored = store.get(t.id).await.unwrap().unwrap();
+        match (cancel, claim.unwrap()) {
+            (Ok(()), ClaimOutcome::Rejected(Some(seen))) => {
+                assert_eq!(seen.status, Status::Cancelled, "round {round}");
+                assert_eq!(stored.status, Status::Cancelled);
+            }
+            (Err(StoreError::Conflict), ClaimOutcome::Claimed(running)) => {
+                assert_eq!(stored, running, "round {round}");
+            }
+            (cancel, claim) => panic!("round {round}: both or neither won: {cancel:?} {claim:?}"),
+        }
+    }
+    // A second cancel of the same version loses.
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    store.update(&t.cancel(t0()).unwrap()).await.unwrap();
+    assert!(matches!(
+        store
+            .update(&t.cancel(t0() + TimeDelta::seconds(1)).unwrap())
+            .await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+pub async fn list_paging(store: Store, _caps: Caps) {
+    let o = owner();
+    let other = owner();
+    let mut mine = Vec::new();
+    // Equal run_at values too: the order is (run_at, task_id).
+    for i in [5i64, 1, 3, 3, 9, 1, 7] {
+        let t = task(&o, t0() + TimeDelta::seconds(i), None);
+        created(&store, &t).await;
+        mine.push(t);
+    }
+    created(&store, &task(&other, t0(), None)).await;
+    mine.sort_by_key(|t| (t.run_at, t.id));
+
+    let page_through = |status: Option<Status>, limit: u32| {
+        let store = store.clone();
+        let o = o.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = None;
+            let mut pages = 0;
+            loop {
+                let page = store
+                    .list(&ListQuery {
+                        owner: o.clone(),
+                        status,
+                        limit,
+                        after,
+                    })
+                    .await
+                    .unwrap();
+                pages += 1;
+                assert!(page.tasks.len() <= limit as usize);
+                seen.extend(page.tasks.iter().map(|t| t.id));
+                match page.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+                assert!(pages < 20, "paging does not end");
+            }
+            (seen, pages)
+        }
+    };
+    let all: Vec<TaskId> = mine.iter().map(|t| t.id).collect();
+    assert_eq!(page_through(None, 3).await, (all.clone(), 3));
+    assert_eq!(
+        page_through(None, 7).await,
+        (all.clone(), 1),
+        "exact fit: no next"
+    );
+    assert_eq!(page_through(None, 100).await, (all.clone(), 1));
+
+    // By status: cancel two, claim one.
+    for t in &mine[..2] {
+        store.update(&t.cancel(t0()).unwrap()).await.unwrap();
+    }
+    claimed(store.claim(mine[2].id, 1, mine[2].run_at).await.unwrap());
+    let ids = |r: std::ops::Range<usize>| mine[r].iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(page_through(Some(Status::Cancelled), 1).await.0, ids(0..2));
+    assert_eq!(page_through(Some(Status::Running), 2).await.0, ids(2..3));
+    assert_eq!(page_through(Some(Status::Scheduled), 2).await.0, ids(3..7));
+    assert!(page_through(Some(Status::Failed), 2).await.0.is_empty());
+}
+
+/// Generates one `#[tokio::test]` per contract case for a store built by `$make`
+/// (an async expression yielding `Option<Store>`; `None` skips) with capabilities `$caps`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr, $caps:expr) => {
+        $crate::store_contract_tests!(@case $make, $caps; create_and_get, idempotent_create,
+            claim_once_under_concurrency, retry_bookkeeping, cancel_races, list_paging);
+    };
+    (@case $make:expr, $caps:expr; $($case:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                if let Some(store) = $make.await {
+                    $crate::store::contract::$case(store, $caps).await;
+                }
+            }
+        )*
+    };
+}
+
+#[cfg(test)]
+mod sqlite {
+    use super::Store;
+    use std::sync::Arc;
+
+    async fn store() -> Option<Store> {
+        let dir = tempfile::tempdir().unwrap().keep();
+        Some(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()))
+    }
+
+    crate::store_contract_tests!(store(), super::Caps { atomic: true });
+}

@@ -1,0 +1,770 @@
+//! The AWS store: one DynamoDB table (the contract the CDK app provisions).
+//!
+//! # Table
+//! - Partition key `pk` (S) = the task id; no sort key. Task ids are ULIDs and `pk` is
+//!   hashed, so writes spread evenly over the table's partitions whatever the traffic shape.
+//! - GSI `by_owner`: partition key `owner` (S), sort key `run_at_id` (S) =
+//!   `run_at` as fixed-width RFC 3339 in milliseconds + `#` + task id, so it sorts exactly like
+//!   the domain's `(run_at, task_id)` cursor. GSI `by_owner_status`: partition key
+//!   `owner_status` (S) = owner + `#` + status, same sort key. Projection ALL: a listing
+//!   needs the whole task and must not read the table item by item.
+//! - TTL attribute `expires_at` (epoch seconds), set when a task finishes
+//!   (`TASK_RETENTION_DAYS` after its last change) and removed again when `/retry` revives it.
+//!
+//! # Why the GSIs do not hot-spot
+//! Nothing ever queries "all tasks due now": wake-ups are carried by Scheduler and SQS, so no
+//! index is keyed by time alone (the classic hot partition of a scheduler table). The GSIs
+//! are keyed by the *owner*, so load spreads over callers. Within one owner, items spread
+//! over `run_at_id` (the caller's schedule plus a random ULID), which is what lets DynamoDB
+//! split a busy owner's item collection by sort-key range (split for heat) instead of
+//! throttling one partition. The remaining limit is honest: one owner's index writes go to
+//! one partition until such a split, ~1,000 writes/s; each task writes 3-4 times in its life.
+//!
+//! # Items
+//! The task is stored as attributes (serde_dynamo, [`Record`] stays private here). The
+//! attributes conditions test (`status`, `attempt`, `next_attempt_ms`, `lease_until_ms`,
+//! `version`) are top-level numbers and strings, so the claim can be ONE conditional
+//! `UpdateItem` computed entirely by DynamoDB: it also copies `owner_running` (owner +
+//! `#running`, written with the task) into `owner_status`, since an update expression cannot
+//! concatenate strings, and derives the lease from `lease_ms` (the task's timeout + grace).
+//!
+//! An idempotency key is a second item, `pk = idem#<owner>#<key>`, written in the same
+//! transaction as the task with `attribute_not_exists(pk)`: two racing creates cannot both
+//! win, and no read comes before the write.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::{
+    Client,
+    error::{ProvideErrorMetadata, SdkError},
+    operation::update_item::UpdateItemError,
+    types::{
+        AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+        KeyType, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+        ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+    },
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{
+    Action, Attempt, Cursor, DeadLetter, IdempotencyKey, Owner, RetryPolicy, Status, Task, TaskId,
+    TimeoutSeconds,
+};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
+
+type Item = HashMap<String, AttributeValue>;
+
+pub const INDEX_BY_OWNER: &str = "by_owner";
+pub const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
+
+/// The task as DynamoDB holds it. Field names are the table's attribute names.
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    pk: String,
+    // The original schema's fields.
+    task_id: TaskId,
+    #[serde(flatten)]
+    action: Action,
+    status: Status,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    // Ownership and the index keys.
+    owner: Owner,
+    owner_status: String,
+    owner_running: String,
+    run_at_id: String,
+    // Delivery state.
+    retry: RetryPolicy,
+    timeout_seconds: TimeoutSeconds,
+    attempts: Vec<Attempt>,
+    /// The current attempt's number (attempts recorded + 1).
+    attempt: u32,
+    budget_start: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// `next_attempt_at` rounded up to the millisecond, for the claim condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_attempt_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until_ms: Option<i64>,
+    /// Length of a claim's lease (webhook timeout + grace), so the claim computes the lease.
+    lease_ms: i64,
+    version: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<IdempotencyKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dead_letter: Option<DeadLetter>,
+    /// TTL (epoch seconds); only on finished tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+/// The idempotency-key item.
+#[derive(Debug, Serialize, Deserialize)]
+struct IdemRecord {
+    pk: String,
+    task_id: TaskId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+}
+
+fn ceil_ms(t: DateTime<Utc>) -> i64 {
+    let ms = t.timestamp_millis();
+    if t.timestamp_subsec_nanos().is_multiple_of(1_000_000) {
+        ms
+    } else {
+        ms + 1
+    }
+}
+
+/// The GSI sort key: fixed-width RFC 3339 to the millisecond (years 0000-9999 sort as text),
+/// then the task id.
+fn run_at_id(run_at: DateTime<Utc>, id: TaskId) -> String {
+    format!("{}#{id}", run_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+fn owner_status(owner: &Owner, status: Status) -> String {
+    format!("{owner}#{status}")
+}
+
+/// `idem#<owner>#<key>`; `%` and `#` in the owner are escaped so no two (owner, key) pairs
+/// share an item (IAM ARNs contain neither, so real keys read naturally).
+fn idem_pk(owner: &Owner, key: &IdempotencyKey) -> String {
+    let owner = owner.as_str().replace('%', "%25").replace('#', "%23");
+    format!("idem#{owner}#{}", key.as_str())
+}
+
+fn unavailable(op: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("dynamodb {op}: {e}"))
+}
+
+fn sdk_error<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or_default()
+        ),
+        None => aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
+    };
+    unavailable(op, detail)
+}
+
+impl Record {
+    fn of(task: &Task, retention: TimeDelta) -> Self {
+        let lease_ms = (task.lease_for(task.updated_at) - task.updated_at).num_milliseconds();
+        let next_attempt_ms = match task.status {
+            Status::Scheduled => Some(ceil_ms(task.next_attempt_at.unwrap_or(task.run_at))),
+            _ => task.next_attempt_at.map(ceil_ms),
+        };
+        Self {
+            pk: task.id.to_string(),
+            task_id: task.id,
+            action: task.action.clone(),
+            status: task.status,
+            run_at: task.run_at,
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            owner: task.owner.clone(),
+            owner_status: owner_status(&task.owner, task.status),
+            owner_running: owner_status(&task.owner, Status::Running),
+            run_at_id: run_at_id(task.run_at, task.id),
+            retry: task.retry,
+            timeout_seconds: task.timeout,
+            attempts: task.attempts.clone(),
+            attempt: task.attempt_number(),
+            budget_start: task.budget_start,
+            next_attempt_at: task.next_attempt_at,
+            next_attempt_ms,
+            lease_until_ms: task.lease_until.map(ceil_ms),
+            lease_ms,
+            version: task.version,
+            idempotency_key: task.idempotency_key.clone(),
+            request_hash: task.request_hash.clone(),
+            dead_letter: task.dead_letter.clone(),
+            expires_at: task
+                .status
+                .is_finished()
+                .then(|| (task.updated_at + retention).timestamp()),
+        }
+    }
+
+    fn into_task(self) -> Task {
+        Task {
+            id: self.task_id,
+            owner: self.owner,
+            action: self.action,
+            run_at: self.run_at,
+            retry: self.retry,
+            timeout: self.timeout_seconds,
+            status: self.status,
+            attempts: self.attempts,
+            budget_start: self.budget_start,
+            next_attempt_at: self.next_attempt_at,
+            lease_until: self
+                .lease_until_ms
+                .and_then(DateTime::from_timestamp_millis),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            version: self.version,
+            idempotency_key: self.idempotency_key,
+            request_hash: self.request_hash,
+            dead_letter: self.dead_letter,
+        }
+    }
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| unavailable("encode", e))
+}
+
+fn task_from_item(item: Item) -> Result<Task, StoreError> {
+    serde_dynamo::from_item::<_, Record>(item)
+        .map(Record::into_task)
+        .map_err(|e| unavailable("decode", e))
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// [`TaskStore`] on DynamoDB.
+#[derive(Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    retention: TimeDelta,
+}
+
+impl DynamoStore {
+    pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retention: TimeDelta::days(retention_days.into()),
+        }
+    }
+
+    /// Creates the table exactly as the CDK app does (for emulators and tests; the deployed
+    /// table belongs to the stack). Real DynamoDB needs a wait for ACTIVE after this.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        let key = |name: &str, kind| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(kind)
+                .build()
+                .expect("key schema")
+        };
+        let attr = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition")
+        };
+        let gsi = |name: &str, pk: &str| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash))
+                .key_schema(key("run_at_id", KeyType::Range))
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::All)
+                        .build(),
+                )
+                .build()
+                .expect("gsi")
+        };
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("pk", KeyType::Hash))
+            .attribute_definitions(attr("pk"))
+            .attribute_definitions(attr("owner"))
+            .attribute_definitions(attr("owner_status"))
+            .attribute_definitions(attr("run_at_id"))
+            .global_secondary_indexes(gsi(INDEX_BY_OWNER, "owner"))
+            .global_secondary_indexes(gsi(INDEX_BY_OWNER_STATUS, "owner_status"))
+            .send()
+            .await
+            .map_err(|e| sdk_error("CreateTable", e))?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .expect("ttl"),
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_error("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    fn key(&self, pk: String) -> Item {
+        HashMap::from([("pk".to_owned(), s(pk))])
+    }
+
+    async fn get_item(&self, pk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(pk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_error("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    fn put_new(&self, item: Item) -> Put {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .expect("put")
+    }
+
+    /// Task and key item in one transaction; `Ok(None)` when the key item already exists
+    /// (its task id is returned by DynamoDB with the cancellation reason, or read back).
+    async fn create_with_key(
+        &self,
+        task: &Task,
+        key: &IdempotencyKey,
+    ) -> Result<Option<TaskId>, StoreError> {
+        let pk = idem_pk(&task.owner, key);
+        // The key is remembered as long as a finished task is (counted from run_at): a
+        // repeat after that is a new request.
+        let expires_at = (task.run_at.max(task.created_at) + self.retention).timestamp();
+        let idem = IdemRecord {
+            pk: pk.clone(),
+            task_id: task.id,
+            expires_at: Some(expires_at),
+        };
+        let mut idem_put = self.put_new(to_item(&idem)?);
+        idem_put.return_values_on_condition_check_failure =
+            Some(ReturnValuesOnConditionCheckFailure::AllOld);
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_new(to_item(&Record::of(task, self.retention))?))
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().put(idem_put).build())
+            .send()
+            .await;
+        let err = match result {
+            Ok(_) => return Ok(None),
+            Err(e) => e,
+        };
+        let reasons = match err.as_service_error() {
+            Some(
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c),
+            ) => c.cancellation_reasons().to_vec(),
+            _ => return Err(sdk_error("TransactWriteItems", err)),
+        };
+        let key_taken = reasons
+            .get(1)
+            .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"));
+        if !key_taken {
+            return Err(sdk_error("TransactWriteItems", err));
+        }
+        let item = match reasons[1].item() {
+            Some(item) if !item.is_empty() => Some(item.clone()),
+            // Emulators may not return the old item; read it (consistently) instead.
+            _ => self.get_item(pk).await?,
+        };
+        let Some(item) = item else {
+            return Err(StoreError::Unavailable(
+                "dynamodb: idempotency key changed concurrently".into(),
+            ));
+        };
+        let idem: IdemRecord =
+            serde_dynamo::from_item(item).map_err(|e| unavailable("decode", e))?;
+        Ok(Some(idem.task_id))
+    }
+}
+
+#[async_trait]
+impl TaskStore for DynamoStore {
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError> {
+        let Some(key) = &task.idempotency_key else {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_item(&Record::of(task, self.retention))?))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(CreateOutcome::Created),
+                Err(e) => Err(sdk_error("PutItem", e)),
+            };
+        };
+        // Twice at most: the second round runs only after an orphaned key item (its task
+        // expired by TTL before the key did) was removed.
+        for _ in 0..2 {
+            let Some(existing) = self.create_with_key(task, key).await? else {
+                return Ok(CreateOutcome::Created);
+            };
+            if let Some(found) = self.get(existing).await? {
+                return Ok(CreateOutcome::Existing(Box::new(found)));
+            }
+            let _ = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(self.key(idem_pk(&task.owner, key))))
+                .condition_expression("task_id = :id")
+                .expression_attribute_values(":id", s(existing.to_string()))
+                .send()
+                .await;
+        }
+        Err(StoreError::Unavailable(
+            "dynamodb: idempotency key is being reused concurrently".into(),
+        ))
+    }
+
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.get_item(id.to_string())
+            .await?
+            .map(task_from_item)
+            .transpose()
+    }
+
+    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+        let (index, key_attr, key_value) = match q.status {
+            None => (INDEX_BY_OWNER, "owner", q.owner.to_string()),
+            Some(st) => (
+                INDEX_BY_OWNER_STATUS,
+                "owner_status",
+                owner_status(&q.owner, st),
+            ),
+        };
+        // The cursor names the last task returned; a GSI's start key is its full key
+        // (table key + index keys).
+        let mut start = q.after.map(|c: Cursor| {
+            HashMap::from([
+                ("pk".to_owned(), s(c.task_id.to_string())),
+                (key_attr.to_owned(), s(key_value.clone())),
+                ("run_at_id".to_owned(), s(run_at_id(c.run_at, c.task_id))),
+            ])
+        });
+        let want = q.limit as usize + 1;
+        let mut tasks = Vec::new();
+        // A page may stop early (1 MB per Query): keep going until one more than asked for
+        // is known, which is what tells whether there is a next page.
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#k = :k")
+                .expression_attribute_names("#k", key_attr)
+                .expression_attribute_values(":k", s(key_value.clone()))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(want - tasks.len()).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                tasks.push(task_from_item(item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if tasks.len() < want => start = Some(k),
+                _ => break,
+            }
+        }
+        let next = if tasks.len() > q.limit as usize {
+            tasks.truncate(q.limit as usize);
+            tasks.last().map(|t| Cursor {
+                run_at: t.run_at,
+                task_id: t.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { tasks, next })
+    }
+
+    async fn claim(
+        &self,
+        id: TaskId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        // Mirrors `Task::claim`: the current attempt, and either scheduled and due, or
+        // running with an expired lease (its holder died). Rounding is conservative: due
+        // and lease times are stored rounded up, `now` is rounded down.
+        let now_ms = now.timestamp_millis();
+        let now_attr =
+            serde_dynamo::to_attribute_value(now).map_err(|e| unavailable("encode", e))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(self.key(id.to_string())))
+            .condition_expression(
+                "#attempt = :attempt AND ((#status = :scheduled AND #next <= :now_ms) \
+                 OR (#status = :running AND #lease_until <= :now_ms))",
+            )
+            .update_expression(
+                "SET #status = :running, #owner_status = #owner_running, \
+                 #version = #version + :one, #updated_at = :now, \
+                 #lease_until = #lease_ms + :now_ms",
+            )
+            .expression_attribute_names("#attempt", "attempt")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#next", "next_attempt_ms")
+            .expression_attribute_names("#lease_until", "lease_until_ms")
+            .expression_attribute_names("#lease_ms", "lease_ms")
+            .expression_attribute_names("#owner_status", "owner_status")
+            .expression_attribute_names("#owner_running", "owner_running")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_names("#updated_at", "updated_at")
+            .expression_attribute_values(":attempt", n(attempt))
+            .expression_attribute_values(":scheduled", s(Status::Scheduled.as_str()))
+            .expression_attribute_values(":running", s(Status::Running.as_str()))
+            .expression_attribute_values(":now_ms", n(now_ms))
+            .expression_attribute_values(":now", now_attr)
+            .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                let item = out
+                    .attributes
+                    .ok_or_else(|| unavailable("UpdateItem", "no attributes returned"))?;
+                Ok(ClaimOutcome::Claimed(task_from_item(item)?))
+            }
+            Err(e) => match e.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                    let current = match c.item() {
+                        Some(item) if !item.is_empty() => Some(item.clone()),
+                        // A missing task returns no item; so may an emulator. Read to be sure.
+                        _ => self.get_item(id.to_string()).await?,
+                    };
+                    Ok(ClaimOutcome::Rejected(
+                        current.map(task_from_item).transpose()?,
+                    ))
+                }
+                _ => Err(sdk_error("UpdateItem", e)),
+            },
+        }
+    }
+
+    async fn update(&self, task: &Task) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_item(&Record::of(task, self.retention))?))
+            .condition_expression("#version = :previous")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":previous", n(task.version.saturating_sub(1)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => match e.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
+                    Err(StoreError::Conflict)
+                }
+                _ => Err(sdk_error("PutItem", e)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_key_sorts_like_the_cursor() {
+        let a = TaskId::generate();
+        let t1 = DateTime::from_timestamp_millis(1_700_000_000_005).unwrap();
+        let t2 = DateTime::from_timestamp_millis(1_700_000_000_010).unwrap();
+        assert!(run_at_id(t1, a) < run_at_id(t2, a));
+        assert_eq!(
+            run_at_id(t1, a),
+            format!("2023-11-14T22:13:20.005Z#{a}"),
+            "fixed width, milliseconds"
+        );
+        let early = DateTime::from_timestamp(-1, 0).unwrap();
+        assert!(run_at_id(early, a) < run_at_id(t1, a));
+    }
+
+    #[test]
+    fn idempotency_items_cannot_collide() {
+        let k = |s: &str| IdempotencyKey::parse(s).unwrap();
+        let o = |s: &str| Owner::parse(s).unwrap();
+        assert_ne!(idem_pk(&o("a#b"), &k("c")), idem_pk(&o("a"), &k("b#c")));
+        assert_eq!(
+            idem_pk(&o("arn:aws:iam::1:user/x"), &k("k1")),
+            "idem#arn:aws:iam::1:user/x#k1"
+        );
+    }
+
+    #[test]
+    fn rounding_is_conservative() {
+        let t = DateTime::from_timestamp_nanos(1_700_000_000_000_000_001);
+        assert_eq!(ceil_ms(t), 1_700_000_000_001);
+        assert_eq!(t.timestamp_millis(), 1_700_000_000_000);
+    }
+}
+
+/// The contract cases against DynamoDB on moto server (skipped without `AWS_ENDPOINT_URL`).
+#[cfg(test)]
+mod contract_on_moto {
+    // moto does not serialize conditional writes to one item (real DynamoDB does): the
+    // races run in both orders instead of truly concurrently. See `contract::Caps`.
+    crate::store_contract_tests!(
+        crate::aws_testing::dynamo_store(),
+        crate::store::contract::Caps { atomic: false }
+    );
+}
+
+/// What only DynamoDB has: the TTL attribute, and the old item returned with a failed claim.
+#[cfg(test)]
+mod on_moto {
+    use super::*;
+    use crate::domain::RetryHint;
+    use crate::store::contract::{delivery, owner, t0, task};
+
+    async fn rig() -> Option<(DynamoStore, Client, String)> {
+        let config = crate::aws_testing::sdk_config("dynamodb ttl").await?;
+        let client = Client::new(&config);
+        let table = crate::aws_testing::unique("tasks");
+        DynamoStore::create_table(&client, &table).await.unwrap();
+        Some((DynamoStore::new(client.clone(), &table, 30), client, table))
+    }
+
+    async fn raw(client: &Client, table: &str, id: TaskId) -> Item {
+        client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(id.to_string()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap()
+    }
+
+    fn expires_at(item: &Item) -> Option<i64> {
+        item.get("expires_at")
+            .map(|v| v.as_n().unwrap().parse().unwrap())
+    }
+
+    #[tokio::test]
+    async fn finished_tasks_get_a_ttl_and_a_revived_one_loses_it() {
+        let Some((store, client, table)) = rig().await else {
+            return;
+        };
+        let t = task(&owner(), t0(), None);
+        store.create(&t).await.unwrap();
+        assert_eq!(expires_at(&raw(&client, &table, t.id).await), None);
+        let running = match store.claim(t.id, 1, t0()).await.unwrap() {
+            ClaimOutcome::Claimed(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let item = raw(&client, &table, t.id).await;
+        assert_eq!(expires_at(&item), None);
+        assert_eq!(
+            item["owner_status"].as_s().unwrap(),
+            &format!("{}#running", t.owner),
+            "the claim moves the task in the status index"
+        );
+        let (failed, _) = running
+            .record(1, &delivery(RetryHint::Permanent, t0()), t0(), 0.5)
+            .unwrap();
+        store.update(&failed).await.unwrap();
+        let item = raw(&client, &table, t.id).await;
+        assert_eq!(
+            expires_at(&item),
+            Some((failed.updated_at + TimeDelta::days(30)).timestamp())
+        );
+        // The original schema's fields are plain attributes.
+        for attr in [
+            "task_id",
+            "action",
+            "payload",
+            "status",
+            "run_at",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(item.contains_key(attr), "{attr}");
+        }
+        assert_eq!(item["action"].as_s().unwrap(), "webhook");
+        assert_eq!(item["status"].as_s().unwrap(), "failed");
+        let revived = failed.retry_failed(t0() + TimeDelta::hours(1)).unwrap();
+        store.update(&revived).await.unwrap();
+        assert_eq!(expires_at(&raw(&client, &table, t.id).await), None);
+        // A cancelled task expires too.
+        let c = task(&owner(), t0(), None);
+        store.create(&c).await.unwrap();
+        let cancelled = c.cancel(t0()).unwrap();
+        store.update(&cancelled).await.unwrap();
+        assert_eq!(
+            expires_at(&raw(&client, &table, c.id).await),
+            Some((t0() + TimeDelta::days(30)).timestamp())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_claim_returns_the_current_item_without_a_read() {
+        let Some((store, client, table)) = rig().await else {
+            return;
+        };
+        let t = task(&owner(), t0(), None);
+        store.create(&t).await.unwrap();
+        let err = client
+            .update_item()
+            .table_name(&table)
+            .key("pk", s(t.id.to_string()))
+            .condition_expression("#a = :a")
+            .update_expression("SET #a = :a")
+            .expression_attribute_names("#a", "attempt")
+            .expression_attribute_values(":a", n(7))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await
+            .unwrap_err();
+        match err.as_service_error() {
+            Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
+                let item = c.item().expect("ALL_OLD item with the failure").clone();
+                assert_eq!(task_from_item(item).unwrap(), t);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

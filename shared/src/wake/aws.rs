@@ -1,0 +1,414 @@
+//! Wake-ups on AWS: an SQS delay queue for the next 15 minutes, EventBridge Scheduler
+//! one-time schedules beyond.
+//!
+//! Scheduler fires anywhere within the minute of its `at()` (and moto never fires at all),
+//! so a schedule is set two minutes early and, when it fires, `app::fire` finds the attempt
+//! not yet due and re-arms it here: it then lands on the delay queue for the remaining
+//! seconds. Deliveries are therefore about one second late, not one minute. Schedules
+//! delete themselves after firing (`ActionAfterCompletion DELETE`) and there is never an
+//! EventBridge *rule*: nothing accumulates per task.
+//!
+//! SQS messages cannot be recalled: a message for a cancelled task, an old attempt or a
+//! duplicate is dropped by `fire`, whose claim is conditional.
+
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use aws_sdk_scheduler::{
+    error::{ProvideErrorMetadata, SdkError},
+    operation::{create_schedule::CreateScheduleError, delete_schedule::DeleteScheduleError},
+    types::{
+        ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode,
+        RetryPolicy, Target,
+    },
+};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::domain::{Task, TaskId, WakeUp};
+use crate::ports::{Clock, DeadLetters, StoreError, Waker};
+
+/// The longest delay SQS accepts (`DelaySeconds` 0..=900).
+pub const MAX_QUEUE_DELAY: TimeDelta = TimeDelta::seconds(900);
+/// How early a schedule fires: covers Scheduler's minute of jitter plus one spare minute.
+pub const SCHEDULE_LEAD: TimeDelta = TimeDelta::minutes(2);
+/// Scheduler's retry policy for invoking the function. A wake-up Scheduler gives up on is a
+/// task that never runs (there is no sweeper on AWS), so retry as long as Scheduler allows:
+/// these are its maxima. They only matter while Lambda refuses invocations (throttling,
+/// outage); after them the event goes to the DLQ, where an operator can see it.
+pub const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
+pub const RETRY_MAX_ATTEMPTS: i32 = 185;
+
+/// The payload of every wake-up, on the queue and as a schedule's `Input`:
+/// `{"kind":"wake","task_id":"...","attempt":N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WakeMessage {
+    pub kind: WakeKind,
+    pub task_id: TaskId,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WakeKind {
+    Wake,
+}
+
+impl From<WakeUp> for WakeMessage {
+    fn from(w: WakeUp) -> Self {
+        Self {
+            kind: WakeKind::Wake,
+            task_id: w.task_id,
+            attempt: w.attempt,
+        }
+    }
+}
+
+impl From<WakeMessage> for WakeUp {
+    fn from(m: WakeMessage) -> Self {
+        Self {
+            task_id: m.task_id,
+            attempt: m.attempt,
+        }
+    }
+}
+
+impl WakeMessage {
+    pub fn to_json(self) -> String {
+        serde_json::to_string(&self).expect("a wake message serializes")
+    }
+}
+
+/// A schedule name Scheduler accepts: 1 to 64 of `[0-9a-zA-Z-_.]`. (moto accepts anything,
+/// so the project checks before sending.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleName(String);
+
+impl ScheduleName {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if (1..=64).contains(&s.len()) && s.chars().all(ok_char) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "invalid schedule name {s:?}: 1-64 of [0-9a-zA-Z-_.]"
+            ))
+        }
+    }
+
+    /// `<task_id>-<attempt>`: one schedule per attempt, so re-arming is idempotent.
+    pub fn of(wake: WakeUp) -> Self {
+        Self::parse(&format!("{}-{}", wake.task_id, wake.attempt)).expect("ULID-number is valid")
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A one-time schedule expression, `at(yyyy-mm-ddThh:mm:ss)` in UTC, whole minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AtExpression {
+    pub at: DateTime<Utc>,
+}
+
+impl AtExpression {
+    pub fn to_expression(&self) -> String {
+        format!("at({})", self.at.format("%Y-%m-%dT%H:%M:%S"))
+    }
+
+    /// Parses and checks an expression the way Scheduler would: the exact shape, a real
+    /// date and time.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid schedule expression {s:?}: want at(yyyy-mm-ddThh:mm:ss)");
+        let inner = s
+            .strip_prefix("at(")
+            .and_then(|r| r.strip_suffix(')'))
+            .ok_or_else(bad)?;
+        if inner.len() != 19 {
+            return Err(bad());
+        }
+        let at = chrono::NaiveDateTime::parse_from_str(inner, "%Y-%m-%dT%H:%M:%S")
+            .map_err(|_| bad())?
+            .and_utc();
+        Ok(Self { at })
+    }
+}
+
+/// How a wake-up is carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// `SendMessage` with `DelaySeconds`.
+    Queue { delay_seconds: i32 },
+    /// `CreateSchedule` firing at `expression`.
+    Schedule {
+        name: ScheduleName,
+        expression: AtExpression,
+    },
+}
+
+/// Due within 15 minutes: the delay queue, `ceil(at - now)` seconds. Later: a schedule two
+/// minutes early, truncated to the minute.
+pub fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+    let wait = at - now;
+    if wait <= MAX_QUEUE_DELAY {
+        let ms = wait.num_milliseconds().max(0);
+        let secs = (ms + 999) / 1000;
+        return Plan::Queue {
+            delay_seconds: secs.clamp(0, MAX_QUEUE_DELAY.num_seconds()) as i32,
+        };
+    }
+    let fire = (at - SCHEDULE_LEAD)
+        .duration_trunc(TimeDelta::minutes(1))
+        .expect("minute truncation is in range");
+    Plan::Schedule {
+        name: ScheduleName::of(wake),
+        expression: AtExpression { at: fire },
+    }
+}
+
+/// Where the wake-ups go; from the environment (see `lambda::AwsConfig`).
+#[derive(Debug, Clone)]
+pub struct AwsWakerConfig {
+    pub delay_queue_url: String,
+    pub schedule_group: String,
+    pub scheduler_role_arn: String,
+    pub dlq_arn: String,
+}
+
+fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, StoreError> {
+    r.map_err(|e| StoreError::Unavailable(format!("scheduler request: {e}")))
+}
+
+fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or_default()
+        ),
+        None => aws_sdk_scheduler::error::DisplayErrorContext(e).to_string(),
+    };
+    StoreError::Unavailable(format!("{op}: {detail}"))
+}
+
+/// [`Waker`] on SQS (delay queue) and EventBridge Scheduler.
+#[derive(Clone)]
+pub struct AwsWaker {
+    sqs: aws_sdk_sqs::Client,
+    scheduler: aws_sdk_scheduler::Client,
+    clock: Arc<dyn Clock>,
+    config: AwsWakerConfig,
+    /// This function's ARN, the schedules' target: known from the first invocation's
+    /// context, so the function needs no reference to itself in its environment.
+    target_arn: Arc<OnceLock<String>>,
+}
+
+impl AwsWaker {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        scheduler: aws_sdk_scheduler::Client,
+        clock: Arc<dyn Clock>,
+        config: AwsWakerConfig,
+    ) -> Self {
+        Self {
+            sqs,
+            scheduler,
+            clock,
+            config,
+            target_arn: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Sets the schedules' target once (later calls are ignored: a cold start serves one
+    /// function).
+    pub fn set_target_arn(&self, arn: &str) {
+        if !arn.is_empty() {
+            let _ = self.target_arn.set(arn.to_owned());
+        }
+    }
+
+    async fn enqueue(&self, wake: WakeUp, delay_seconds: i32) -> Result<(), StoreError> {
+        self.sqs
+            .send_message()
+            .queue_url(&self.config.delay_queue_url)
+            .message_body(WakeMessage::from(wake).to_json())
+            .delay_seconds(delay_seconds)
+            .send()
+            .await
+            .map_err(|e| sdk_error("sqs SendMessage", &e))?;
+        info!(task_id = %wake.task_id, attempt = wake.attempt, delay_seconds, "wake-up queued");
+        Ok(())
+    }
+
+    async fn schedule(
+        &self,
+        wake: WakeUp,
+        name: &ScheduleName,
+        expression: &AtExpression,
+    ) -> Result<(), StoreError> {
+        let arn = self.target_arn.get().ok_or_else(|| {
+            StoreError::Unavailable(
+                "scheduler: this function's ARN is not known yet (no invocation context)".into(),
+            )
+        })?;
+        // Check what moto would not.
+        let text = expression.to_expression();
+        AtExpression::parse(&text).map_err(StoreError::Unavailable)?;
+        ScheduleName::parse(name.as_str()).map_err(StoreError::Unavailable)?;
+        let target = built(
+            Target::builder()
+                .arn(arn)
+                .role_arn(&self.config.scheduler_role_arn)
+                .input(WakeMessage::from(wake).to_json())
+                .retry_policy(
+                    RetryPolicy::builder()
+                        .maximum_event_age_in_seconds(RETRY_MAX_EVENT_AGE_SECONDS)
+                        .maximum_retry_attempts(RETRY_MAX_ATTEMPTS)
+                        .build(),
+                )
+                .dead_letter_config(
+                    DeadLetterConfig::builder()
+                        .arn(&self.config.dlq_arn)
+                        .build(),
+                )
+                .build(),
+        )?;
+        let window = built(
+            FlexibleTimeWindow::builder()
+                .mode(FlexibleTimeWindowMode::Off)
+                .build(),
+        )?;
+        let result = self
+            .scheduler
+            .create_schedule()
+            .name(name.as_str())
+            .group_name(&self.config.schedule_group)
+            .schedule_expression(&text)
+            .schedule_expression_timezone("UTC")
+            .flexible_time_window(window)
+            .action_after_completion(ActionAfterCompletion::Delete)
+            .target(target)
+            .client_token(name.as_str())
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
+            // Same name = same task and attempt: it is already armed.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(CreateScheduleError::ConflictException(_))
+                ) => {}
+            Err(e) => return Err(sdk_error("scheduler CreateSchedule", &e)),
+        }
+        info!(task_id = %wake.task_id, attempt = wake.attempt, schedule = name.as_str(), expression = %text, "wake-up scheduled");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Waker for AwsWaker {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+        match plan(wake, at, self.clock.now()) {
+            Plan::Queue { delay_seconds } => self.enqueue(wake, delay_seconds).await,
+            Plan::Schedule { name, expression } => self.schedule(wake, &name, &expression).await,
+        }
+    }
+
+    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+        let name = ScheduleName::of(wake);
+        let result = self
+            .scheduler
+            .delete_schedule()
+            .name(name.as_str())
+            .group_name(&self.config.schedule_group)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already fired and deleted, or carried by the queue: nothing to remove.
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(DeleteScheduleError::ResourceNotFoundException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(sdk_error("scheduler DeleteSchedule", &e)),
+        }
+    }
+}
+
+/// The dead letter sent to the DLQ when a task's last attempt fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterMessage {
+    pub kind: String,
+    pub task_id: TaskId,
+    pub owner: String,
+    pub url: String,
+    pub attempts: u32,
+    pub last_error: String,
+    pub failed_at: DateTime<Utc>,
+}
+
+impl DeadLetterMessage {
+    pub fn of(task: &Task) -> Self {
+        let dl = task.dead_letter.clone();
+        Self {
+            kind: "dead_letter".into(),
+            task_id: task.id,
+            owner: task.owner.to_string(),
+            url: task.action.webhook().url.as_url().to_string(),
+            attempts: dl
+                .as_ref()
+                .map_or(task.attempts.len() as u32, |d| d.attempts),
+            last_error: dl
+                .as_ref()
+                .map_or_else(|| "delivery failed".to_owned(), |d| d.last_error.clone()),
+            failed_at: dl.map_or(task.updated_at, |d| d.recorded_at),
+        }
+    }
+}
+
+/// [`DeadLetters`] on the SQS dead-letter queue.
+#[derive(Clone)]
+pub struct AwsDeadLetters {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl AwsDeadLetters {
+    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self {
+            sqs,
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl DeadLetters for AwsDeadLetters {
+    async fn send(&self, task: &Task) -> Result<(), StoreError> {
+        let body = serde_json::to_string(&DeadLetterMessage::of(task))
+            .map_err(|e| StoreError::Unavailable(format!("dead letter: {e}")))?;
+        self.sqs
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| sdk_error("sqs SendMessage (DLQ)", &e))?;
+        tracing::warn!(task_id = %task.id, attempts = task.attempts.len(), "dead letter sent");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
