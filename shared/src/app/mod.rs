@@ -194,6 +194,23 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Handles a wake-up that carries the time its attempt is due (EventBridge Scheduler fires
+    /// up to a minute early, by design two minutes ahead): an early one is re-armed for the
+    /// remaining time straight away, without a store round trip; a due one is fired.
+    pub async fn fire_due(
+        &self,
+        wake: WakeUp,
+        due: Option<DateTime<Utc>>,
+    ) -> Result<Fired, AppError> {
+        if let Some(due) = due
+            && due > self.now()
+        {
+            self.ports.waker.arm(wake, due).await?;
+            return Ok(Fired::Rearmed);
+        }
+        self.fire(wake).await
+    }
+
     /// Handles a wake-up: claim the attempt conditionally, deliver, record, then arm the
     /// retry or dead-letter the task. A duplicate wake-up loses the claim and delivers
     /// nothing.

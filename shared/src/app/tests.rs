@@ -303,3 +303,31 @@ async fn target_policy_is_checked_again_at_delivery() {
             .starts_with("target refused")
     );
 }
+
+#[tokio::test]
+async fn an_early_wakeup_that_knows_its_due_time_rearms_without_the_store() {
+    let rig = Rig::new(ScriptedWebhook::default());
+    // No such task in the store: had the store been asked, the wake-up would be dropped.
+    let wake = WakeUp {
+        task_id: TaskId::generate(),
+        attempt: 1,
+    };
+    let due = Utc::now() + TimeDelta::seconds(75);
+    assert_eq!(
+        rig.scheduler.fire_due(wake, Some(due)).await.unwrap(),
+        Fired::Rearmed
+    );
+    assert_eq!(rig.last_armed(), Some((wake, due)));
+    // Once due (or without a due time) it is an ordinary wake-up.
+    assert_eq!(
+        rig.scheduler
+            .fire_due(wake, Some(Utc::now()))
+            .await
+            .unwrap(),
+        Fired::Dropped
+    );
+    assert_eq!(
+        rig.scheduler.fire_due(wake, None).await.unwrap(),
+        Fired::Dropped
+    );
+}

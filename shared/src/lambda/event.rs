@@ -23,7 +23,8 @@ pub enum Invocation {
     /// API Gateway HTTP API (payload format 2.0).
     Http(Box<HttpApiRequest>),
     /// `{"kind":"wake",...}`: a schedule's `Input`.
-    Wake(WakeUp),
+    /// A wake-up, with the time its attempt is due when the sender knew it.
+    Wake(WakeUp, Option<chrono::DateTime<chrono::Utc>>),
     /// SQS records whose bodies are wake-ups (the delay queue).
     Sqs(Vec<SqsRecord>),
     /// The original design's event, `{"source":"custom.scheduler","detail":{"taskId":..}}`:
@@ -76,7 +77,7 @@ impl Invocation {
         if v.get("kind").and_then(Value::as_str) == Some("wake") {
             let m: WakeMessage =
                 serde_json::from_value(v.clone()).map_err(|e| malformed("wake-up", e))?;
-            return Ok(Self::Wake(m.into()));
+            return Ok(Self::Wake(m.into(), m.due));
         }
         if let Some(records) = v.get("Records").and_then(Value::as_array) {
             let from_sqs =
@@ -114,9 +115,9 @@ pub struct SqsRecord {
 }
 
 impl SqsRecord {
-    pub fn wake(&self) -> Result<WakeUp, InvocationError> {
+    pub fn wake(&self) -> Result<(WakeUp, Option<chrono::DateTime<chrono::Utc>>), InvocationError> {
         serde_json::from_str::<WakeMessage>(&self.body)
-            .map(WakeUp::from)
+            .map(|m| (WakeUp::from(m), m.due))
             .map_err(|e| malformed("wake-up message", e))
     }
 }

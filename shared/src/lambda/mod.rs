@@ -103,7 +103,7 @@ impl LambdaHost {
     pub async fn handle(&self, payload: &Value) -> Result<Value, InvocationError> {
         match Invocation::from_json(payload)? {
             Invocation::Http(req) => Ok(self.http(*req).await),
-            Invocation::Wake(wake) => self.wake(wake).await,
+            Invocation::Wake(wake, due) => self.wake(wake, due).await,
             Invocation::Sqs(records) => Ok(self.sqs(records).await),
             Invocation::ExecutionEvent { task_id } => {
                 let task = self
@@ -112,10 +112,13 @@ impl LambdaHost {
                     .await
                     .map_err(|e| InvocationError::Unavailable(e.to_string()))?
                     .ok_or(InvocationError::UnknownTask(task_id))?;
-                self.wake(WakeUp {
-                    task_id,
-                    attempt: task.attempt_number(),
-                })
+                self.wake(
+                    WakeUp {
+                        task_id,
+                        attempt: task.attempt_number(),
+                    },
+                    None,
+                )
                 .await
             }
         }
@@ -152,8 +155,12 @@ impl LambdaHost {
         event::to_api_gateway_response(response).await
     }
 
-    async fn wake(&self, wake: WakeUp) -> Result<Value, InvocationError> {
-        let fired = self.scheduler.fire(wake).await?;
+    async fn wake(
+        &self,
+        wake: WakeUp,
+        due: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Value, InvocationError> {
+        let fired = self.scheduler.fire_due(wake, due).await?;
         info!(task_id = %wake.task_id, attempt = wake.attempt, result = fired_name(fired), "wake-up handled");
         Ok(
             json!({"task_id": wake.task_id.to_string(), "attempt": wake.attempt, "result": fired_name(fired)}),
@@ -165,7 +172,7 @@ impl LambdaHost {
     async fn sqs(&self, records: Vec<SqsRecord>) -> Value {
         let results = futures::future::join_all(records.iter().map(|r| async move {
             let outcome = match r.wake() {
-                Ok(wake) => self.wake(wake).await,
+                Ok((wake, due)) => self.wake(wake, due).await,
                 Err(e) => Err(e),
             };
             (r, outcome)

@@ -39,7 +39,7 @@ fn every_fixture_parses_to_its_shape() {
     };
     assert!(anon.caller().is_none(), "a header never makes a caller");
 
-    let Invocation::Wake(w) = Invocation::from_json(&fixture("scheduler_wake.json")).unwrap()
+    let Invocation::Wake(w, _) = Invocation::from_json(&fixture("scheduler_wake.json")).unwrap()
     else {
         panic!()
     };
@@ -56,7 +56,7 @@ fn every_fixture_parses_to_its_shape() {
         records[0].message_id,
         "059f36b4-87a3-44ab-83d2-661975830a7d"
     );
-    assert_eq!(records[1].wake().unwrap().attempt, 3);
+    assert_eq!(records[1].wake().unwrap().0.attempt, 3);
     let Invocation::ExecutionEvent { task_id } =
         Invocation::from_json(&fixture("task_execution_event.json")).unwrap()
     else {

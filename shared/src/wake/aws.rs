@@ -41,12 +41,16 @@ pub const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
 pub const RETRY_MAX_ATTEMPTS: i32 = 185;
 
 /// The payload of every wake-up, on the queue and as a schedule's `Input`:
-/// `{"kind":"wake","task_id":"...","attempt":N}`.
+/// `{"kind":"wake","task_id":"...","attempt":N}`, plus `"due"` in a schedule's Input, so the
+/// early firing re-arms on the delay queue without asking the table (the precision hop costs
+/// one SendMessage, not a claim too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WakeMessage {
     pub kind: WakeKind,
     pub task_id: TaskId,
     pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +65,7 @@ impl From<WakeUp> for WakeMessage {
             kind: WakeKind::Wake,
             task_id: w.task_id,
             attempt: w.attempt,
+            due: None,
         }
     }
 }
@@ -75,6 +80,14 @@ impl From<WakeMessage> for WakeUp {
 }
 
 impl WakeMessage {
+    /// A wake-up that knows when its attempt is due.
+    pub fn due_at(wake: WakeUp, due: DateTime<Utc>) -> Self {
+        Self {
+            due: Some(due),
+            ..Self::from(wake)
+        }
+    }
+
     pub fn to_json(self) -> String {
         serde_json::to_string(&self).expect("a wake message serializes")
     }
@@ -249,6 +262,7 @@ impl AwsWaker {
     async fn schedule(
         &self,
         wake: WakeUp,
+        due: DateTime<Utc>,
         name: &ScheduleName,
         expression: &AtExpression,
     ) -> Result<(), StoreError> {
@@ -265,7 +279,7 @@ impl AwsWaker {
             Target::builder()
                 .arn(arn)
                 .role_arn(&self.config.scheduler_role_arn)
-                .input(WakeMessage::from(wake).to_json())
+                .input(WakeMessage::due_at(wake, due).to_json())
                 .retry_policy(
                     RetryPolicy::builder()
                         .maximum_event_age_in_seconds(RETRY_MAX_EVENT_AGE_SECONDS)
@@ -317,7 +331,9 @@ impl Waker for AwsWaker {
     async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
         match plan(wake, at, self.clock.now()) {
             Plan::Queue { delay_seconds } => self.enqueue(wake, delay_seconds).await,
-            Plan::Schedule { name, expression } => self.schedule(wake, &name, &expression).await,
+            Plan::Schedule { name, expression } => {
+                self.schedule(wake, at, &name, &expression).await
+            }
         }
     }
 
