@@ -50,6 +50,9 @@ pub struct AwsRig {
     pub delay_queue_url: String,
     pub dlq_url: String,
     pub dlq_arn: String,
+    /// The signing secret (`whsec_...`) and its Secrets Manager ARN.
+    pub signing_secret: String,
+    pub signing_secret_arn: String,
 }
 
 impl AwsRig {
@@ -98,7 +101,25 @@ impl AwsRig {
             .send()
             .await
             .expect("create schedule group");
+        let signing_secret = format!(
+            "whsec_{}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                rand::random::<[u8; 32]>()
+            )
+        );
+        let signing_secret_arn = aws_sdk_secretsmanager::Client::new(&config)
+            .create_secret()
+            .name(unique("signing"))
+            .secret_string(&signing_secret)
+            .send()
+            .await
+            .expect("create secret")
+            .arn
+            .expect("secret arn");
         Some(AwsRig {
+            signing_secret,
+            signing_secret_arn,
             endpoint,
             dynamodb,
             sqs,
@@ -121,6 +142,10 @@ impl AwsRig {
             ("DLQ_ARN", &self.dlq_arn),
             ("DLQ_URL", &self.dlq_url),
             ("TASK_RETENTION_DAYS", "30"),
+            ("SIGNING_SECRET_ARN", &self.signing_secret_arn),
+            // The receivers of the rehearsal are on loopback, which the AWS host refuses by
+            // default; allowing it here is also the override's test.
+            ("SCHEDULER_ALLOWED_TARGETS", "127.0.0.0/8"),
             ("AWS_ENDPOINT_URL", &self.endpoint),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ACCESS_KEY_ID", "testing"),

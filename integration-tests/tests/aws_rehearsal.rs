@@ -131,6 +131,11 @@ async fn a_task_due_in_ten_seconds_is_delivered_once_within_a_second() {
     );
     assert_eq!(arrival.json()["message"], "Task executed!");
     assert_eq!(arrival.header("webhook-id"), Some(id.as_str()));
+    // Signed with the secret from Secrets Manager, verified by the Standard Webhooks library.
+    let verifier = standardwebhooks::Webhook::new(&rig.signing_secret).unwrap();
+    verifier
+        .verify(&arrival.body, &arrival.headers)
+        .expect("the delivery verifies with the signing secret");
 
     // Calls made for this task on its happy path (before the duplicates below).
     let calls = eventually(Duration::from_secs(5), || async {
@@ -478,5 +483,42 @@ async fn retries_back_off_then_the_last_failure_goes_to_the_dead_letter_queue() 
         ]
     );
     assert!(rig.eventbridge_rules().await.is_empty());
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_host_refuses_private_targets_unless_allowed() {
+    let Some(rig) = AwsRig::create("aws rehearsal: SSRF default").await else {
+        return;
+    };
+    let env: Vec<(String, String)> = rig
+        .function_env()
+        .into_iter()
+        .filter(|(k, _)| k != "SCHEDULER_ALLOWED_TARGETS")
+        .collect();
+    let f = Function::start(&env, None).await.unwrap();
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[fd00:ec2::254]/",
+        "http://10.0.0.8/",
+        "http://localhost./",
+    ] {
+        let (status, err) = call(
+            &f,
+            "POST",
+            "/tasks",
+            Some(&create_body(url, in_ms(60_000))),
+            Some(ALICE),
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (400, Some("payload.url")),
+            "{url}: {err}"
+        );
+    }
+    let (_, list) = call(&f, "GET", "/tasks", None, Some(ALICE)).await;
+    assert_eq!(list["tasks"], json!([]), "nothing stored");
     f.stop().await;
 }

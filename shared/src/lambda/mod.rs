@@ -29,10 +29,12 @@ use crate::api::{self, Auth};
 use crate::app::{AppError, Fired, Ports, Scheduler};
 use crate::domain::{Next, TaskId, WakeUp};
 use crate::metrics::EmfMetrics;
-use crate::ports::{AllowAllTargets, Clock, SystemClock, TaskStore};
+use crate::ports::{Clock, SystemClock, TaskStore};
 use crate::store::DynamoStore;
 use crate::wake::aws::{AwsDeadLetters, AwsWaker, AwsWakerConfig};
-use crate::webhook::HttpWebhookClient;
+use crate::webhook::{
+    HttpWebhookClient, Signer, guard::TargetGuard, signing::StandardWebhooksSigner,
+};
 
 /// Why an invocation failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
@@ -242,7 +244,17 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
             dlq_arn: config.dlq_arn.clone(),
         },
     );
-    let webhook = HttpWebhookClient::new(clock.clone(), None)
+    // On AWS the default is public targets only: the function runs next to the instance
+    // metadata service and the VPC. SCHEDULER_ALLOWED_TARGETS widens it deliberately.
+    let targets = TargetGuard::from_env("").map_err(|e| anyhow::anyhow!(e))?;
+    let signer: Option<Arc<dyn Signer>> = match &config.signing_secret_arn {
+        Some(arn) => Some(Arc::new(signer_from_secret(&sdk, arn).await?)),
+        None => {
+            warn!("SIGNING_SECRET_ARN is not set: deliveries are not signed");
+            None
+        }
+    };
+    let webhook = HttpWebhookClient::guarded(clock.clone(), signer, targets.clone())
         .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
     let host = LambdaHost::new(Ports {
         store: Arc::new(DynamoStore::new(
@@ -255,9 +267,33 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
         clock,
         dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.dlq_url)),
         metrics: Arc::new(EmfMetrics::stdout()),
-        targets: Arc::new(AllowAllTargets),
+        targets: Arc::new(targets),
     });
     Ok((host, waker))
+}
+
+/// Reads the signing secret once per cold start. A `whsec_` value is decoded; a generated
+/// string (what the CDK app creates) is used as raw key bytes.
+async fn signer_from_secret(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+) -> anyhow::Result<StandardWebhooksSigner> {
+    let value = aws_sdk_secretsmanager::Client::new(sdk)
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "secretsmanager GetSecretValue {arn}: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let secret = value.secret_string().ok_or_else(|| {
+        anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: the secret has no string value")
+    })?;
+    StandardWebhooksSigner::parse(secret)
+        .map_err(|e| anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: {e}"))
 }
 
 /// Runs the function until the runtime stops it. Configuration errors end the cold start

@@ -180,7 +180,7 @@ fn host() -> (LambdaHost, Arc<CountingWebhook>, Arc<RecordingWaker>) {
         clock: Arc::new(SystemClock),
         dead_letters: Arc::new(NoDeadLetters),
         metrics: Arc::new(NoMetrics),
-        targets: Arc::new(AllowAllTargets),
+        targets: Arc::new(crate::ports::AllowAllTargets),
     });
     (host, webhook, waker)
 }

@@ -93,6 +93,17 @@ impl WakeMessage {
     }
 }
 
+/// `arn:partition:lambda:region:account:function:name[:qualifier]` without the qualifier.
+pub fn unqualified(arn: &str) -> &str {
+    let parts: Vec<&str> = arn.splitn(8, ':').collect();
+    if parts.len() == 8 && parts[2] == "lambda" && parts[5] == "function" {
+        let keep: usize = parts[..7].iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+        &arn[..keep]
+    } else {
+        arn
+    }
+}
+
 /// A schedule name Scheduler accepts: 1 to 64 of `[0-9a-zA-Z-_.]`. (moto accepts anything,
 /// so the project checks before sending.)
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,9 +251,12 @@ impl AwsWaker {
 
     /// Sets the schedules' target once (later calls are ignored: a cold start serves one
     /// function).
+    /// The schedules' target. A qualified ARN (`...:function:name:alias` or `:version`) is
+    /// cut to the function itself: the scheduler role may invoke only the unqualified ARN,
+    /// and a wake-up should reach whatever version is live when it fires.
     pub fn set_target_arn(&self, arn: &str) {
         if !arn.is_empty() {
-            let _ = self.target_arn.set(arn.to_owned());
+            let _ = self.target_arn.set(unqualified(arn).to_owned());
         }
     }
 

@@ -286,3 +286,13 @@ async fn a_schedule_needs_the_target_arn() {
         .unwrap_err();
     assert!(e.to_string().contains("ARN"), "{e}");
 }
+
+#[test]
+fn the_schedule_target_is_the_unqualified_function_arn() {
+    use super::unqualified;
+    let f = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler";
+    assert_eq!(unqualified(f), f);
+    assert_eq!(unqualified(&format!("{f}:live")), f);
+    assert_eq!(unqualified(&format!("{f}:42")), f);
+    assert_eq!(unqualified("function-arn"), "function-arn");
+}
