@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod app;
+mod aws_error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod aws_testing;
 pub mod domain;

@@ -148,15 +148,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let detail = match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or_default()
-        ),
-        None => aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string(),
-    };
-    unavailable(op, detail)
+    crate::aws_error::sdk_error(&format!("dynamodb {op}"), &e)
 }
 
 impl Record {

@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use aws_sdk_scheduler::{
-    error::{ProvideErrorMetadata, SdkError},
     operation::{create_schedule::CreateScheduleError, delete_schedule::DeleteScheduleError},
     types::{
         ActionAfterCompletion, DeadLetterConfig, FlexibleTimeWindow, FlexibleTimeWindowMode,
@@ -205,21 +204,7 @@ fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, Sto
     r.map_err(|e| StoreError::Unavailable(format!("scheduler request: {e}")))
 }
 
-fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    let detail = match e.as_service_error() {
-        Some(s) => format!(
-            "{}: {}",
-            s.code().unwrap_or("error"),
-            s.message().unwrap_or_default()
-        ),
-        None => aws_sdk_scheduler::error::DisplayErrorContext(e).to_string(),
-    };
-    StoreError::Unavailable(format!("{op}: {detail}"))
-}
+use crate::aws_error::sdk_error;
 
 /// [`Waker`] on SQS (delay queue) and EventBridge Scheduler.
 #[derive(Clone)]

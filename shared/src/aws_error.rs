@@ -1,0 +1,24 @@
+//! One way to turn an AWS SDK error into a `StoreError`: the operation's name, then the
+//! service's error code and message (or the transport's error chain). SDK types stay here
+//! and in the adapters; the use cases see `StoreError` only.
+
+// Every SDK crate re-exports the same smithy types; any one of them names them for all.
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::ports::StoreError;
+
+pub(crate) fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let detail = match e.as_service_error() {
+        Some(s) => format!(
+            "{}: {}",
+            s.code().unwrap_or("error"),
+            s.message().unwrap_or_default()
+        ),
+        None => DisplayErrorContext(e).to_string(),
+    };
+    StoreError::Unavailable(format!("{op}: {detail}"))
+}
