@@ -31,6 +31,6 @@ test-aws: $(VENV)/.stamp ## AWS path on moto server: store contract, wake-ups, c
 
 build-lambda: $(VENV)/.stamp ## Build target/lambda/task-scheduler/bootstrap with cargo lambda + zig (ARCH=arm64|x86_64)
 	rustup target add $(LAMBDA_RUST_TARGET)
-	$(VENV_PATH) $(VENV)/bin/cargo-lambda lambda build --release $(LAMBDA_ARCH_FLAG) -p task-scheduler
+	$(VENV_PATH) $(VENV)/bin/cargo-lambda lambda build --profile lambda $(LAMBDA_ARCH_FLAG) -p task-scheduler
 	@file $(LAMBDA_BOOTSTRAP) 2>/dev/null || true
 	@ls -l $(LAMBDA_BOOTSTRAP)
