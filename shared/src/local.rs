@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::api::{self, ApiToken, Auth};
 use crate::app::{Ports, Scheduler};
-use crate::ports::{Clock, NoDeadLetters, NoMetrics, SystemClock, TaskStore};
+use crate::ports::{Clock, NoDeadLetters, NoMetrics, SystemClock, TaskStore, Waker};
 use crate::store::SqliteStore;
 use crate::wake::{LocalWaker, local::FireFn};
 use crate::webhook::{
@@ -22,6 +22,10 @@ use crate::webhook::{
     guard::{LOCAL_DEFAULT_ALLOWED, TargetGuard},
     signing::StandardWebhooksSigner,
 };
+
+/// When a wake-up that failed (a store error) is tried again: past the longest lease
+/// (the 30 s maximum webhook timeout plus the grace).
+const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
 /// Configuration of `serve`, from the environment (and `--listen`).
 #[derive(Debug, Clone)]
@@ -202,12 +206,20 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
 
     let fire: FireFn = {
         let scheduler = scheduler.clone();
+        let waker = waker.clone();
+        let clock = clock.clone();
         Arc::new(move |wake| {
             let scheduler = scheduler.clone();
+            let waker = waker.clone();
+            let clock = clock.clone();
             Box::pin(async move {
                 if let Err(e) = scheduler.fire(wake).await {
-                    // The task stays as stored; its lease or the next start brings it back.
-                    error!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, "wake-up failed");
+                    // The task is left as stored (perhaps `running` under a lease that no one
+                    // will finish). Look again once any lease it may hold has expired, so the
+                    // attempt is re-claimed rather than waiting for the next start.
+                    let again = clock.now() + RETRY_FAILED_WAKE;
+                    error!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, retry_at = %again, "wake-up failed");
+                    let _ = waker.arm(wake, again).await;
                 }
             })
         })
