@@ -18,7 +18,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ORDER = ["loadgen", "burst", "precision", "scale", "aws_coldstart"]
+ORDER = [
+    "loadgen",
+    "burst",
+    "precision",
+    "scale",
+    "aws_coldstart",
+    "aws_rss",
+    "aws_handler",
+    "aws_calls",
+    "aws_precision",
+]
 
 # Figures of the issue that no benchmark here produced (yet): shown as TODO rows.
 AWS_TODO = [
@@ -220,6 +230,11 @@ def main():
         " (SQLite `synchronous=FULL`: a 201 survives `kill -9`); load generator, receiver and"
         " server share the same cores.",
         "- lateness = the receiver's arrival wall time − the task's `run_at`.",
+        "- AWS figures (`make bench-aws`, rows `aws_*`): the release x86_64 bootstrap on a Runtime API"
+        " stub on loopback, over moto server (scripts/with-moto.sh); AWS precision plays EventBridge"
+        " Scheduler at a uniform random moment of each schedule's at() minute and SQS at firing +"
+        " DelaySeconds, with fresh function processes whose clock is moved forward"
+        " (`REHEARSAL_CLOCK_OFFSET_MS`); its lateness is the arrival in that clock − `run_at`.",
         "" if not quick else "- **quick mode** (`BENCH_QUICK=1`): reduced sizes, not the published figures.",
         "",
         "| figure | value | bar | pass/fail | command |",
@@ -246,6 +261,7 @@ def main():
         "```sh",
         "make bench              # full run: writes bench/results/",
         "BENCH_QUICK=1 make bench  # reduced sizes, under two minutes",
+        "make bench-aws          # the Lambda figures (builds both bootstraps, starts moto)",
         "```",
         "",
         "Raw measurements (every lateness, the throughput series) are in `raw/*.json`;"
