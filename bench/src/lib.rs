@@ -78,14 +78,12 @@ pub fn command_line() -> String {
 
 /// The release binary: `$TASK_SCHEDULER_BIN`, else `<workspace>/target/release/task-scheduler`.
 pub fn server_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("TASK_SCHEDULER_BIN") {
-        return PathBuf::from(p);
+    match std::env::var_os("TASK_SCHEDULER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => integration_tests::target_dir()
+            .join("release")
+            .join("task-scheduler"),
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
-        PathBuf::from,
-    );
-    target.join("release").join("task-scheduler")
 }
 
 /// A fresh data directory on the real disk (fsync must cost what it costs).
@@ -241,22 +239,9 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
-    /// `(VmRSS, VmHWM)` in bytes, from /proc/PID/status.
+    /// `(VmRSS, VmHWM)` in bytes.
     pub fn memory(&self) -> anyhow::Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let field = |name: &str| -> anyhow::Result<u64> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .with_context(|| format!("{name} missing"))?;
-            let kb: u64 = line
-                .split_whitespace()
-                .nth(1)
-                .context("no value")?
-                .parse()?;
-            Ok(kb * 1024)
-        };
-        Ok((field("VmRSS:")?, field("VmHWM:")?))
+        proc_memory(self.pid)
     }
 
     /// CPU time (user + system) the server has used so far.
@@ -286,6 +271,24 @@ impl Server {
         self.child.wait().await?;
         Ok(())
     }
+}
+
+/// `(VmRSS, VmHWM)` of a process in bytes, from /proc/PID/status.
+pub fn proc_memory(pid: i32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("{name} missing"))?;
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .context("no value")?
+            .parse()?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// User + system CPU time of a process, from /proc/PID/stat.

@@ -405,6 +405,31 @@ pub fn api_response(resp: &Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Collects a child's stdout and stderr, line by line, as they come.
+pub fn capture_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let streams = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let logs = logs.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                logs.lock().unwrap().push(line);
+            }
+        });
+    }
+    logs
+}
+
 /// The function: cargo lambda's Runtime API (`watch --only-lambda-apis`) and the real binary
 /// polling it, as Lambda runs the bootstrap. Both die with this value.
 pub struct Function {
@@ -477,26 +502,7 @@ impl Function {
             );
         }
         let mut bin = cmd.spawn().context("starting the task-scheduler binary")?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            bin.stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            bin.stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
+        let logs = capture_lines(&mut bin);
         Ok(Function {
             port,
             watch,

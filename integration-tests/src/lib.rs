@@ -34,14 +34,18 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// The binary under test: `$TASK_SCHEDULER_BIN`, else `<workspace>/target/debug/task-scheduler`
 /// (or under `$CARGO_TARGET_DIR`). `make test` builds it first.
 pub fn binary_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("TASK_SCHEDULER_BIN") {
-        return PathBuf::from(p);
+    match std::env::var_os("TASK_SCHEDULER_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => target_dir().join("debug").join("task-scheduler"),
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+}
+
+/// The workspace's target directory (`$CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
         PathBuf::from,
-    );
-    target.join("debug").join("task-scheduler")
+    )
 }
 
 /// RFC 3339 with milliseconds, as the API accepts.

@@ -30,15 +30,12 @@ use bench::{Figure, percentile, write_results};
 use chrono::{DateTime, TimeDelta, Utc};
 use integration_tests::{
     Receiver, Reply,
-    aws::{AwsRig, Recorder, api_event, api_response, at_time, sqs_event},
+    aws::{AwsRig, Recorder, api_event, api_response, at_time, capture_lines, sqs_event},
     rfc3339,
 };
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    sync::{mpsc, oneshot},
-};
+use tokio::sync::{mpsc, oneshot};
 
 const OWNER: &str = "arn:aws:iam::123456789012:user/bench";
 const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:task-scheduler";
@@ -155,28 +152,7 @@ impl Lambda {
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bootstrap.display()))?;
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let logs = logs.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stream).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    logs.lock().unwrap().push(line);
-                }
-            });
-        }
+        let logs = capture_lines(&mut child);
         Ok(Lambda {
             invocations: tx,
             child,
@@ -255,14 +231,7 @@ impl Lambda {
 
     fn rss_bytes(&self) -> anyhow::Result<u64> {
         let pid = self.child.id().context("the function exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .context("VmRSS")?
-            .parse()?;
-        Ok(kb * 1024)
+        Ok(bench::proc_memory(pid as i32)?.0)
     }
 
     async fn stop(mut self) {

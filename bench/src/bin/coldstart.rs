@@ -32,17 +32,6 @@ fn zipped_size(bootstrap: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(dir.path().join("bootstrap.zip"))?.len())
 }
 
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .context("VmRSS")?
-        .parse()?;
-    Ok(kb * 1024)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let x86: PathBuf = bench::arg("x86", PathBuf::from("target/bench-lambda/x86_64/bootstrap"));
@@ -126,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             })?;
         cold_ms.push((polled - t0).as_secs_f64() * 1000.0);
-        rss_at_poll.push(rss(pid)? as f64 / 1e6);
+        rss_at_poll.push(bench::proc_memory(pid as i32)?.0 as f64 / 1e6);
         child.start_kill()?;
         child.wait().await?;
     }
