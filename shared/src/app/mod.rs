@@ -18,6 +18,10 @@ use crate::ports::{
 #[cfg(test)]
 mod tests;
 
+/// How early a wake-up that knows its due time may arrive and still be fired by waiting:
+/// the delay queue's granularity (`DelaySeconds` counts whole seconds, rounded down).
+pub const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// Errors of the use cases, mapped to HTTP once in `api` and to retryable/permanent once
 /// at the Lambda boundary.
 #[derive(Debug, thiserror::Error)]
@@ -194,19 +198,25 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Handles a wake-up that carries the time its attempt is due (EventBridge Scheduler fires
-    /// up to a minute early, by design two minutes ahead): an early one is re-armed for the
-    /// remaining time straight away, without a store round trip; a due one is fired.
+    /// Handles a wake-up that carries the time its attempt is due. A wake-up up to
+    /// [`EARLY_WAKE_WAIT`] early (the delay queue counts whole seconds, so its messages
+    /// arrive up to one second ahead) waits out the rest and fires on time. An earlier one
+    /// (EventBridge Scheduler fires anywhere in its minute, set two minutes ahead) is
+    /// re-armed for the remaining time straight away, without a store round trip.
     pub async fn fire_due(
         &self,
         wake: WakeUp,
         due: Option<DateTime<Utc>>,
     ) -> Result<Fired, AppError> {
-        if let Some(due) = due
-            && due > self.now()
-        {
-            self.ports.waker.arm(wake, due).await?;
-            return Ok(Fired::Rearmed);
+        if let Some(due) = due {
+            let early = due - self.now();
+            if early > EARLY_WAKE_WAIT {
+                self.ports.waker.arm(wake, due).await?;
+                return Ok(Fired::Rearmed);
+            }
+            if let Ok(wait) = early.to_std() {
+                tokio::time::sleep(wait).await;
+            }
         }
         self.fire(wake).await
     }

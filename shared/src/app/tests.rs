@@ -331,3 +331,52 @@ async fn an_early_wakeup_that_knows_its_due_time_rearms_without_the_store() {
         Fired::Dropped
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wakeup_less_than_a_second_early_waits_and_fires_on_time() {
+    let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
+    let rig = Rig::with(
+        ScriptedWebhook::default(),
+        Arc::new(AllowAllTargets),
+        clock.clone(),
+    );
+    let started = tokio::time::Instant::now();
+    let t = create(&rig, clock.now() + TimeDelta::seconds(10), 3).await;
+    // A delay-queue message (whole seconds, rounded down) arrives 0.6 s before run_at.
+    tokio::time::advance(Duration::from_millis(9_400)).await;
+    assert!(matches!(
+        rig.scheduler
+            .fire_due(wake(&t), Some(t.run_at))
+            .await
+            .unwrap(),
+        Fired::Delivered(Next::Completed)
+    ));
+    assert_eq!(rig.webhook.call_count(), 1);
+    assert!(clock.now() >= t.run_at, "fired before run_at");
+    assert!(started.elapsed() < Duration::from_millis(10_100));
+    // Nothing was re-armed: the first arm was the create's.
+    assert_eq!(rig.waker.armed.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wakeup_more_than_a_second_early_rearms_without_waiting() {
+    let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
+    let rig = Rig::with(
+        ScriptedWebhook::default(),
+        Arc::new(AllowAllTargets),
+        clock.clone(),
+    );
+    let t = create(&rig, clock.now() + TimeDelta::seconds(10), 3).await;
+    tokio::time::advance(Duration::from_millis(8_900)).await;
+    let before = tokio::time::Instant::now();
+    assert_eq!(
+        rig.scheduler
+            .fire_due(wake(&t), Some(t.run_at))
+            .await
+            .unwrap(),
+        Fired::Rearmed
+    );
+    assert_eq!(before.elapsed(), Duration::ZERO, "it did not wait");
+    assert_eq!(rig.last_armed(), Some((wake(&t), t.run_at)));
+    assert_eq!(rig.webhook.call_count(), 0);
+}

@@ -2,9 +2,10 @@
 //! one-time schedules beyond.
 //!
 //! Scheduler fires anywhere within the minute of its `at()` (and moto never fires at all),
-//! so a schedule is set two minutes early and, when it fires, `app::fire` finds the attempt
-//! not yet due and re-arms it here: it then lands on the delay queue for the remaining
-//! seconds. Deliveries are therefore about one second late, not one minute. Schedules
+//! so a schedule is set two minutes early and, when it fires, `Scheduler::fire_due` sees
+//! from the `due` it carries that it is early and re-arms it here: it then lands on the delay queue for the remaining
+//! seconds (rounded down; the message carries `due` and the function waits out the
+//! fraction), so deliveries are on time to the millisecond, not one minute late. Schedules
 //! delete themselves after firing (`ActionAfterCompletion DELETE`) and there is never an
 //! EventBridge *rule*: nothing accumulates per task.
 //!
@@ -40,9 +41,11 @@ pub const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
 pub const RETRY_MAX_ATTEMPTS: i32 = 185;
 
 /// The payload of every wake-up, on the queue and as a schedule's `Input`:
-/// `{"kind":"wake","task_id":"...","attempt":N}`, plus `"due"` in a schedule's Input, so the
-/// early firing re-arms on the delay queue without asking the table (the precision hop costs
-/// one SendMessage, not a claim too).
+/// `{"kind":"wake","task_id":"...","attempt":N,"due":"..."}`. With `due`, an early schedule
+/// firing re-arms on the delay queue without asking the table (the precision hop costs one
+/// SendMessage, not a claim too), and a queued message that arrives within the queue's
+/// one-second granularity waits for its moment. Without it (hand-written events), the
+/// conditional claim decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WakeMessage {
     pub kind: WakeKind,
@@ -171,13 +174,14 @@ pub enum Plan {
     },
 }
 
-/// Due within 15 minutes: the delay queue, `ceil(at - now)` seconds. Later: a schedule two
-/// minutes early, truncated to the minute.
+/// Due within 15 minutes: the delay queue, `floor(at - now)` seconds. The message carries
+/// its due time and arrives up to a second early; `Scheduler::fire_due` waits out that
+/// fraction, so the delivery is on time rather than up to a second late. Later: a schedule
+/// two minutes early, truncated to the minute.
 pub fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
     let wait = at - now;
     if wait <= MAX_QUEUE_DELAY {
-        let ms = wait.num_milliseconds().max(0);
-        let secs = (ms + 999) / 1000;
+        let secs = wait.num_seconds().max(0);
         return Plan::Queue {
             delay_seconds: secs.clamp(0, MAX_QUEUE_DELAY.num_seconds()) as i32,
         };
@@ -245,16 +249,21 @@ impl AwsWaker {
         }
     }
 
-    async fn enqueue(&self, wake: WakeUp, delay_seconds: i32) -> Result<(), StoreError> {
+    async fn enqueue(
+        &self,
+        wake: WakeUp,
+        due: DateTime<Utc>,
+        delay_seconds: i32,
+    ) -> Result<(), StoreError> {
         self.sqs
             .send_message()
             .queue_url(&self.config.delay_queue_url)
-            .message_body(WakeMessage::from(wake).to_json())
+            .message_body(WakeMessage::due_at(wake, due).to_json())
             .delay_seconds(delay_seconds)
             .send()
             .await
             .map_err(|e| sdk_error("sqs SendMessage", &e))?;
-        info!(task_id = %wake.task_id, attempt = wake.attempt, delay_seconds, "wake-up queued");
+        info!(task_id = %wake.task_id, attempt = wake.attempt, delay_seconds, due = %due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "wake-up queued");
         Ok(())
     }
 
@@ -329,7 +338,7 @@ impl AwsWaker {
 impl Waker for AwsWaker {
     async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
         match plan(wake, at, self.clock.now()) {
-            Plan::Queue { delay_seconds } => self.enqueue(wake, delay_seconds).await,
+            Plan::Queue { delay_seconds } => self.enqueue(wake, at, delay_seconds).await,
             Plan::Schedule { name, expression } => {
                 self.schedule(wake, at, &name, &expression).await
             }

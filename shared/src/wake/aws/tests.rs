@@ -13,7 +13,7 @@ fn wake(attempt: u32) -> WakeUp {
 }
 
 #[test]
-fn near_wake_ups_go_to_the_delay_queue_rounded_up() {
+fn near_wake_ups_go_to_the_delay_queue_rounded_down() {
     let now = t("2026-05-17T15:00:00Z");
     let w = wake(1);
     let q = |at: DateTime<Utc>| plan(w, at, now);
@@ -22,13 +22,19 @@ fn near_wake_ups_go_to_the_delay_queue_rounded_up() {
         Plan::Queue { delay_seconds: 0 }
     );
     assert_eq!(q(now), Plan::Queue { delay_seconds: 0 });
+    // Whole seconds, rounded down: the message arrives up to a second early and
+    // `Scheduler::fire_due` waits out the fraction (rounding up would make it late).
     assert_eq!(
         q(now + TimeDelta::milliseconds(1)),
-        Plan::Queue { delay_seconds: 1 }
+        Plan::Queue { delay_seconds: 0 }
     );
     assert_eq!(
-        q(now + TimeDelta::milliseconds(10_001)),
-        Plan::Queue { delay_seconds: 11 }
+        q(now + TimeDelta::milliseconds(10_999)),
+        Plan::Queue { delay_seconds: 10 }
+    );
+    assert_eq!(
+        q(now + TimeDelta::milliseconds(899_999)),
+        Plan::Queue { delay_seconds: 899 }
     );
     assert_eq!(
         q(now + TimeDelta::seconds(900)),
@@ -234,7 +240,8 @@ async fn a_near_wake_up_is_a_delayed_queue_message() {
         return;
     };
     let w = wake(2);
-    r.waker.arm(w, now + TimeDelta::seconds(2)).await.unwrap();
+    let due = now + TimeDelta::milliseconds(1_400);
+    r.waker.arm(w, due).await.unwrap();
     let receive = || async {
         r.sqs
             .receive_message()
@@ -247,11 +254,13 @@ async fn a_near_wake_up_is_a_delayed_queue_message() {
             .unwrap_or_default()
     };
     assert!(receive().await.is_empty(), "delayed: not visible yet");
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let msgs = receive().await;
     assert_eq!(msgs.len(), 1);
     let body: WakeMessage = serde_json::from_str(msgs[0].body().unwrap()).unwrap();
-    assert_eq!(WakeUp::from(body), w);
+    // The message knows its due time: it became visible after 1 s (DelaySeconds rounds
+    // down), and the function waits out the remaining 0.4 s.
+    assert_eq!(body, WakeMessage::due_at(w, due));
     // No schedule was created for it.
     let listed = r
         .scheduler
