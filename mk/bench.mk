@@ -33,12 +33,14 @@ bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, preci
 	exit $$status
 
 # The Lambda figures: both bootstraps built with build-lambda (mk/aws.mk), copied aside, then
-# zipped and cold-started (x86_64, this machine's architecture). Then, with a private moto
-# server (scripts/with-moto.sh), bench/src/bin/aws.rs runs the x86_64 bootstrap on a Runtime
-# API on loopback: AWS precision (Scheduler's minute simulated, 40 tasks; 10 with
-# BENCH_QUICK=1), AWS calls per task (moto's request recorder), the RSS after one request
-# and one wake-up, and the handler's CPU per create and per fire (process user+sys time). Their results stay in bench/results/raw/aws_*.json, which later
-# `make bench` runs keep in the table.
+# zipped and cold-started (x86_64, this machine's architecture) on cargo lambda's Runtime API
+# emulator. Then, with a private moto server (scripts/with-moto.sh), bench/src/bin/aws.rs runs
+# the x86_64 bootstrap on a Runtime API on loopback: AWS precision (Scheduler's minute
+# simulated, 40 tasks; 10 with BENCH_QUICK=1), AWS calls per task (moto's request recorder),
+# the RSS after one request and one wake-up, and the handler's CPU per create and per fire
+# (process user+sys time, every AWS call answered by an instant stub replaying moto's
+# answers). Their results stay in bench/results/raw/aws_*.json, which later `make bench` runs
+# keep in the table.
 bench-aws: $(VENV)/.stamp ## Lambda figures: bootstrap size, cold start, RSS, handler CPU, AWS calls per task, AWS precision on moto -> bench/results/
 	$(CARGO) build --release -p bench
 	$(MAKE) build-lambda ARCH=x86_64
@@ -46,7 +48,8 @@ bench-aws: $(VENV)/.stamp ## Lambda figures: bootstrap size, cold start, RSS, ha
 	cp $(LAMBDA_BOOTSTRAP) $(BENCH_LAMBDA_DIR)/x86_64/bootstrap
 	$(MAKE) build-lambda ARCH=arm64
 	cp $(LAMBDA_BOOTSTRAP) $(BENCH_LAMBDA_DIR)/arm64/bootstrap
-	$(BENCH_TARGET_DIR)/release/coldstart --x86 $(BENCH_LAMBDA_DIR)/x86_64/bootstrap --arm64 $(BENCH_LAMBDA_DIR)/arm64/bootstrap
+	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" \
+	  $(BENCH_TARGET_DIR)/release/coldstart --x86 $(BENCH_LAMBDA_DIR)/x86_64/bootstrap --arm64 $(BENCH_LAMBDA_DIR)/arm64/bootstrap
 	$(VENV_PATH) scripts/with-moto.sh $(VENV)/bin/moto_server \
 	  $(BENCH_TARGET_DIR)/release/aws --bootstrap $(BENCH_LAMBDA_DIR)/x86_64/bootstrap
 	$(VENV)/bin/python bench/report.py bench/results

@@ -7,6 +7,8 @@
 //! Everything talks to 127.0.0.1 only. The server is started on port 0 with a fresh data
 //! directory and stopped by its PID.
 
+pub mod aws_stub;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},

@@ -430,6 +430,52 @@ pub fn capture_lines(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     logs
 }
 
+/// The `cargo-lambda` program: `$CARGO_LAMBDA`, else `cargo-lambda` on PATH.
+pub fn cargo_lambda() -> String {
+    std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into())
+}
+
+/// Starts cargo lambda's Runtime API emulator (`cargo lambda watch --only-lambda-apis`) on a
+/// free loopback port, from the workspace root, and waits until it accepts connections.
+/// Returns the process (killed on drop) and its port; a bootstrap reaches it as
+/// `AWS_LAMBDA_RUNTIME_API=http://127.0.0.1:{port}/.rt`.
+pub async fn runtime_emulator() -> anyhow::Result<(Child, u16)> {
+    let port = free_port();
+    let cargo_lambda = cargo_lambda();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut watch = Command::new(&cargo_lambda)
+        .args([
+            "lambda",
+            "watch",
+            "--only-lambda-apis",
+            "--invoke-address",
+            "127.0.0.1",
+        ])
+        .args(["--invoke-port", &port.to_string()])
+        .current_dir(&workspace)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| {
+            format!("starting {cargo_lambda} lambda watch (pip install cargo-lambda)")
+        })?;
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if let Some(status) = watch.try_wait()? {
+            bail!("cargo lambda watch exited: {status}");
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("cargo lambda watch did not listen on {port}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((watch, port))
+}
+
 /// The function: cargo lambda's Runtime API (`watch --only-lambda-apis`) and the real binary
 /// polling it, as Lambda runs the bootstrap. Both die with this value.
 pub struct Function {
@@ -447,39 +493,7 @@ impl Function {
         env: &[(String, String)],
         clock_offset: Option<TimeDelta>,
     ) -> anyhow::Result<Function> {
-        let port = free_port();
-        let cargo_lambda = std::env::var("CARGO_LAMBDA").unwrap_or_else(|_| "cargo-lambda".into());
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let mut watch = Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "--invoke-address",
-                "127.0.0.1",
-            ])
-            .args(["--invoke-port", &port.to_string()])
-            .current_dir(&workspace)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!("starting {cargo_lambda} lambda watch (pip install cargo-lambda)")
-            })?;
-        let started = Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Some(status) = watch.try_wait()? {
-                bail!("cargo lambda watch exited: {status}");
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("cargo lambda watch did not listen on {port}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let (watch, port) = runtime_emulator().await?;
         let mut cmd = Command::new(crate::binary_path());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -13,7 +13,8 @@
 //! * AWS calls per task, from moto's request recorder (the function's calls, by its
 //!   User-Agent app id): due within 15 min, due in hours, one retry.
 //! * Lambda RSS (VmRSS) after the process served one create and one wake-up.
-//! * Handler CPU per create and per fire: the process's user + system time over many.
+//! * Handler CPU per create and per fire: the process's user + system time over many, with
+//!   every AWS call answered instantly by `bench::aws_stub` (answers recorded from moto).
 //!
 //! `cargo run --release -p bench --bin aws -- --bootstrap target/bench-lambda/x86_64/bootstrap [--tasks N]`
 
@@ -26,7 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use bench::{Figure, percentile, write_results};
+use bench::{Figure, aws_stub::AwsStub, percentile, write_results};
 use chrono::{DateTime, TimeDelta, Utc};
 use integration_tests::{
     Receiver, Reply,
@@ -442,30 +443,58 @@ async fn short_tasks(
 /// time spent waiting for moto's answers, so the figure is the process's own work: our code,
 /// the SDK's signing and (de)serialisation, the webhook's HTTP request and signature.
 async fn handler_cpu(
+    endpoint: &str,
     env: &[(String, String)],
     bootstrap: &PathBuf,
     n: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let receiver = Receiver::start().await;
-    let f = Lambda::start(bootstrap, env, TimeDelta::zero()).await?;
+    // The function talks to the instant stub, which records one answer per operation from
+    // moto (the first create and fire, plus the cold start's GetSecretValue) and replays it
+    // for the measured requests: the CPU figure is then ours, not the emulator's.
+    let stub = AwsStub::start(endpoint).await?;
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "AWS_ENDPOINT_URL" {
+                &stub.url
+            } else {
+                v
+            };
+            (k.clone(), v.clone())
+        })
+        .collect();
+    let f = Lambda::start(bootstrap, &env, TimeDelta::zero()).await?;
     let pid = f.child.id().context("the function exited")? as i32;
-    let run_at = bench::millis(Utc::now() + TimeDelta::seconds(2));
-    let warm = create(&f, &create_body(&receiver.url("/cpu"), run_at)).await?;
+    let fire = |id: &str| {
+        let body = json!({"kind": "wake", "task_id": id, "attempt": 1}).to_string();
+        json!({"Records": [{"messageId": format!("cpu-{id}"), "body": body,
+            "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}]})
+    };
+    let warm_at = bench::millis(Utc::now() + TimeDelta::seconds(1));
+    let warm = create(&f, &create_body(&receiver.url("/cpu"), warm_at)).await?;
+    f.wait_until(warm_at).await;
+    let out = f.invoke(&fire(&warm)).await?;
+    anyhow::ensure!(
+        out == json!({"batchItemFailures": []}),
+        "fire answered {out}"
+    );
+    stub.replay();
+    println!(
+        "handler CPU: AWS answers recorded for {:?}",
+        stub.recorded()
+    );
+
+    // Due in 10 minutes: the delay-queue path (PutItem, SendMessage).
+    let run_at = bench::millis(Utc::now() + TimeDelta::minutes(10));
     let before = bench::proc_cpu(pid)?;
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         ids.push(create(&f, &create_body(&receiver.url("/cpu"), run_at)).await?);
     }
     let create_cpu = bench::proc_cpu(pid)? - before;
-    if let Ok(d) = (run_at - Utc::now()).to_std() {
-        tokio::time::sleep(d).await;
-    }
-    let fire = |id: &str| {
-        let body = json!({"kind": "wake", "task_id": id, "attempt": 1}).to_string();
-        json!({"Records": [{"messageId": format!("cpu-{id}"), "body": body,
-            "attributes": {"ApproximateReceiveCount": "1"}, "eventSource": "aws:sqs"}]})
-    };
-    f.invoke(&fire(&warm)).await?;
+    // Each fire claims (the replayed UpdateItem hands back the recorded, due task), delivers
+    // to the receiver and records (PutItem).
     let before = bench::proc_cpu(pid)?;
     for id in &ids {
         let out = f.invoke(&fire(id)).await?;
@@ -475,6 +504,13 @@ async fn handler_cpu(
         );
     }
     let fire_cpu = bench::proc_cpu(pid)? - before;
+    let (replayed, misses) = stub.replayed();
+    anyhow::ensure!(misses.is_empty(), "the stub had no answer for {misses:?}");
+    anyhow::ensure!(
+        replayed == 4 * n,
+        "{replayed} AWS calls answered by the stub, expected {}",
+        4 * n
+    );
     anyhow::ensure!(
         receiver.arrivals_at("/cpu").len() == n + 1,
         "{} deliveries, expected {}",
@@ -501,13 +537,20 @@ async fn main() -> anyhow::Result<()> {
         bail!("no emulator");
     };
     let env = rig.function_env();
+    if bench::arg("cpu-only", false) {
+        // For profiling the handler (e.g. `perf record -p` on the bootstrap): no results written.
+        let n: usize = bench::arg("cpu-requests", 200);
+        let (c, f) = handler_cpu(&rig.endpoint, &env, &bootstrap, n).await?;
+        println!("handler CPU per create {c:.3} ms, per fire {f:.3} ms (mean of {n})");
+        return Ok(());
+    }
     let recorder = Recorder::start(&rig.endpoint).await;
     let t0 = Instant::now();
 
     let short = short_tasks(&rig, &env, &bootstrap, &recorder).await?;
     println!("short tasks done in {:.1} s", t0.elapsed().as_secs_f64());
     let cpu_n: usize = bench::arg("cpu-requests", if bench::quick() { 50 } else { 200 });
-    let (create_cpu_ms, fire_cpu_ms) = handler_cpu(&env, &bootstrap, cpu_n).await?;
+    let (create_cpu_ms, fire_cpu_ms) = handler_cpu(&rig.endpoint, &env, &bootstrap, cpu_n).await?;
     println!("handler CPU done in {:.1} s", t0.elapsed().as_secs_f64());
     let p = precision(&rig, &env, &bootstrap, &recorder, tasks).await?;
     println!("precision done in {:.1} s", t0.elapsed().as_secs_f64());
@@ -621,18 +664,18 @@ async fn main() -> anyhow::Result<()> {
     write_results(
         "aws_handler",
         json!({"requests": cpu_n, "bootstrap": bootstrap,
-               "method": "utime + stime of the function process (/proc/PID/stat, clock ticks) over the requests, after one warm-up; AWS calls answered by moto (its time is not this process's CPU)"}),
+               "method": "utime + stime of the function process (/proc/PID/stat, clock ticks) over the requests, after one create and one fire; every AWS call answered instantly by bench/src/aws_stub.rs, replaying one answer per operation recorded from moto"}),
         &[
             Figure::new(
                 "lambda_cpu_per_create",
-                format!("handler CPU per create (POST /tasks), process user+sys time, AWS calls answered by moto (not an instant stub), mean of {cpu_n}"),
+                format!("handler CPU per create (POST /tasks, due in 10 min: PutItem + SendMessage), process user+sys time, AWS answered by an instant stub, mean of {cpu_n}"),
                 create_cpu_ms,
                 "ms",
             )
             .at_most(1.0),
             Figure::new(
                 "lambda_cpu_per_fire",
-                format!("handler CPU per fire (SQS wake-up → signed webhook on loopback), same method, mean of {cpu_n}"),
+                format!("handler CPU per fire (SQS wake-up: UpdateItem, signed webhook on loopback, PutItem), same method, mean of {cpu_n}"),
                 fire_cpu_ms,
                 "ms",
             ),
