@@ -6,7 +6,7 @@
 # measures, stops it by PID and writes bench/results/raw/<name>.json; bench/report.py turns
 # those into results.json, README.md (the table) and the PNG plots.
 #
-# Knobs: BENCH_QUICK=1 (reduced sizes, under two minutes), BENCH_ONLY="burst precision".
+# Knobs: BENCH_QUICK=1 (reduced sizes, ~30 s of measurement), BENCH_ONLY="burst precision".
 
 BENCH_BINS := loadgen burst precision scale
 BENCH_ONLY ?= $(BENCH_BINS)
@@ -15,7 +15,7 @@ BENCH_LAMBDA_DIR = $(BENCH_TARGET_DIR)/bench-lambda
 
 .PHONY: bench bench-aws bench-report
 
-bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, precision, scale -> bench/results/ (BENCH_QUICK=1: < 2 min)
+bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, precision, scale -> bench/results/ (BENCH_QUICK=1: ~30 s of measurement once built)
 	$(CARGO) build --release -p task-scheduler -p bench
 	@# Flush the build's dirty pages first: on ext4 the store's fsyncs would otherwise wait
 	@# for them (measured: create throughput 14.6k/s instead of 21k/s right after a build).
