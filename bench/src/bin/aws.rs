@@ -439,9 +439,10 @@ async fn short_tasks(
 }
 
 /// CPU time (user + system) of the function process per create and per fire (a wake-up
-/// delivering a webhook), over `n` of each after one warm-up of each. CPU time excludes the
-/// time spent waiting for moto's answers, so the figure is the process's own work: our code,
-/// the SDK's signing and (de)serialisation, the webhook's HTTP request and signature.
+/// delivering a webhook), over `n` of each after one of each recorded through to moto. The
+/// measured ones are answered by [`AwsStub`] from memory, so the figure is the process's own
+/// work: our code, the SDK's signing and (de)serialisation, the webhook's HTTP request and
+/// signature.
 async fn handler_cpu(
     endpoint: &str,
     env: &[(String, String)],

@@ -3,9 +3,10 @@
 //!
 //! Scheduler fires anywhere within the minute of its `at()` (and moto never fires at all),
 //! so a schedule is set two minutes early and, when it fires, `Scheduler::fire_due` sees
-//! from the `due` it carries that it is early and re-arms it here: it then lands on the delay queue for the remaining
-//! seconds (rounded down; the message carries `due` and the function waits out the
-//! fraction), so deliveries are on time to the millisecond, not one minute late. Schedules
+//! from the `due` it carries that it is early and re-arms it here: it then lands on the
+//! delay queue for the remaining seconds (rounded down; the message carries `due` and the
+//! function waits out the fraction), so deliveries are on time to the millisecond, not one
+//! minute late. Schedules
 //! delete themselves after firing (`ActionAfterCompletion DELETE`) and there is never an
 //! EventBridge *rule*: nothing accumulates per task.
 //!
@@ -26,7 +27,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::domain::{Task, TaskId, WakeUp};
+use crate::domain::{Task, TaskId, WakeUp, format_time};
 use crate::ports::{Clock, DeadLetters, StoreError, Waker};
 
 /// The longest delay SQS accepts (`DelaySeconds` 0..=900).
@@ -181,9 +182,8 @@ pub enum Plan {
 pub fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
     let wait = at - now;
     if wait <= MAX_QUEUE_DELAY {
-        let secs = wait.num_seconds().max(0);
         return Plan::Queue {
-            delay_seconds: secs.clamp(0, MAX_QUEUE_DELAY.num_seconds()) as i32,
+            delay_seconds: wait.num_seconds().clamp(0, MAX_QUEUE_DELAY.num_seconds()) as i32,
         };
     }
     let fire = (at - SCHEDULE_LEAD)
@@ -263,7 +263,7 @@ impl AwsWaker {
             .send()
             .await
             .map_err(|e| sdk_error("sqs SendMessage", &e))?;
-        info!(task_id = %wake.task_id, attempt = wake.attempt, delay_seconds, due = %due.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "wake-up queued");
+        info!(task_id = %wake.task_id, attempt = wake.attempt, delay_seconds, due = %format_time(&due), "wake-up queued");
         Ok(())
     }
 
