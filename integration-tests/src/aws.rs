@@ -493,8 +493,18 @@ impl Function {
         env: &[(String, String)],
         clock_offset: Option<TimeDelta>,
     ) -> anyhow::Result<Function> {
+        Self::start_binary(&crate::binary_path(), env, clock_offset).await
+    }
+
+    /// [`start`](Self::start) with another build of the binary (the benchmarks' release
+    /// bootstrap).
+    pub async fn start_binary(
+        binary: &Path,
+        env: &[(String, String)],
+        clock_offset: Option<TimeDelta>,
+    ) -> anyhow::Result<Function> {
         let (watch, port) = runtime_emulator().await?;
-        let mut cmd = Command::new(crate::binary_path());
+        let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(env.iter().cloned())
@@ -548,6 +558,11 @@ impl Function {
 
     pub fn log_text(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// The binary's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.bin.id()
     }
 
     /// The EMF metric values printed so far, by metric name.

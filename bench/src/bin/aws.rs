@@ -12,7 +12,8 @@
 //!   Lateness = arrival at the receiver, in that process's clock, − run_at.
 //! * AWS calls per task, from moto's request recorder (the function's calls, by its
 //!   User-Agent app id): due within 15 min, due in hours, one retry.
-//! * Lambda RSS (VmRSS) after the process served one create and one wake-up.
+//! * Lambda RSS (VmRSS) after the process served one create and one wake-up, on cargo
+//!   lambda's Runtime API emulator (the rehearsal's `Function`).
 //! * Handler CPU per create and per fire: the process's user + system time over many, with
 //!   every AWS call answered instantly by `bench::aws_stub` (answers recorded from moto).
 //!
@@ -31,7 +32,7 @@ use bench::{Figure, aws_stub::AwsStub, percentile, write_results};
 use chrono::{DateTime, TimeDelta, Utc};
 use integration_tests::{
     Receiver, Reply,
-    aws::{AwsRig, Recorder, api_event, api_response, at_time, capture_lines, sqs_event},
+    aws::{AwsRig, Function, Recorder, api_event, api_response, at_time, capture_lines, sqs_event},
     rfc3339,
 };
 use rand::Rng;
@@ -230,11 +231,6 @@ impl Lambda {
         }
     }
 
-    fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let pid = self.child.id().context("the function exited")?;
-        Ok(bench::proc_memory(pid as i32)?.0)
-    }
-
     async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
@@ -378,12 +374,10 @@ async fn precision(
 struct Short {
     calls_15min: Vec<String>,
     calls_retry: Vec<String>,
-    rss_bytes: u64,
-    rss_at_start: u64,
 }
 
-/// One process: one create (due in 2 s) and its wake-up → RSS; then a task whose first
-/// delivery fails once (the calls with one retry).
+/// One process: one create (due in 2 s) and its wake-up; then a task whose first delivery
+/// fails once (the calls with one retry).
 async fn short_tasks(
     rig: &AwsRig,
     env: &[(String, String)],
@@ -393,9 +387,6 @@ async fn short_tasks(
     let receiver = Receiver::start().await;
     receiver.script("/flaky", [Reply::status(500)], Reply::ok());
     let f = Lambda::start(bootstrap, env, TimeDelta::zero()).await?;
-    // The first poll: the process is initialised.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let rss_at_start = f.rss_bytes()?;
     let id = create(
         &f,
         &create_body(
@@ -409,7 +400,6 @@ async fn short_tasks(
         anyhow::ensure!(Instant::now() < deadline, "the 2 s task was not delivered");
         pump(rig, &f, Duration::from_millis(500)).await?;
     }
-    let rss_bytes = f.rss_bytes()?;
     let calls_15min = recorder.function_calls_for(&id).await;
 
     let mut body = create_body(
@@ -433,9 +423,44 @@ async fn short_tasks(
     Ok(Short {
         calls_15min,
         calls_retry,
-        rss_bytes,
-        rss_at_start,
     })
+}
+
+/// VmRSS of the bootstrap under cargo lambda's Runtime API emulator, as the issue asks:
+/// once initialised, then after one API request (a create due in 2 s) and its wake-up,
+/// which the rehearsal's pump hands over from the delay queue.
+async fn lambda_rss(
+    rig: &AwsRig,
+    env: &[(String, String)],
+    bootstrap: &std::path::Path,
+) -> anyhow::Result<(u64, u64)> {
+    let receiver = Receiver::start().await;
+    let f = Function::start_binary(bootstrap, env, None).await?;
+    let pid = f.pid().context("the function exited")? as i32;
+    // Initialised: it answers an invocation (an unknown task's wake-up is dropped).
+    f.invoke(&json!({"kind": "wake", "task_id": "01JF3Q8R5V2Z6X4W9YH7K1M0NB", "attempt": 1}))
+        .await?;
+    let at_start = bench::proc_memory(pid)?.0;
+    let run_at = bench::millis(Utc::now() + TimeDelta::seconds(2));
+    let resp = f
+        .invoke(&api_event(
+            "POST",
+            "/tasks",
+            Some(&create_body(&receiver.url("/rss"), run_at)),
+            Some(OWNER),
+            &[],
+        ))
+        .await?;
+    let (status, task) = api_response(&resp);
+    anyhow::ensure!(status == 201, "create answered {status}: {task}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.arrivals_at("/rss").is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the 2 s task was not delivered");
+        rig.pump_delay_queue(&f, Duration::from_millis(500)).await;
+    }
+    let after = bench::proc_memory(pid)?.0;
+    f.stop().await;
+    Ok((at_start, after))
 }
 
 /// CPU time (user + system) of the function process per create and per fire (a wake-up
@@ -549,8 +574,9 @@ async fn main() -> anyhow::Result<()> {
     let t0 = Instant::now();
 
     let short = short_tasks(&rig, &env, &bootstrap, &recorder).await?;
+    let (rss_at_start, rss_bytes) = lambda_rss(&rig, &env, &bootstrap).await?;
     println!("short tasks done in {:.1} s", t0.elapsed().as_secs_f64());
-    let cpu_n: usize = bench::arg("cpu-requests", if bench::quick() { 50 } else { 200 });
+    let cpu_n: usize = bench::arg("cpu-requests", if bench::quick() { 200 } else { 1000 });
     let (create_cpu_ms, fire_cpu_ms) = handler_cpu(&rig.endpoint, &env, &bootstrap, cpu_n).await?;
     println!("handler CPU done in {:.1} s", t0.elapsed().as_secs_f64());
     let p = precision(&rig, &env, &bootstrap, &recorder, tasks).await?;
@@ -649,18 +675,19 @@ async fn main() -> anyhow::Result<()> {
 
     write_results(
         "aws_rss",
-        json!({"bootstrap": bootstrap, "arch": std::env::consts::ARCH}),
+        json!({"bootstrap": bootstrap, "arch": std::env::consts::ARCH,
+               "runtime_api": "cargo lambda's Runtime API emulator (integration_tests::aws::Function), AWS on moto"}),
         &[Figure::new(
             "lambda_rss_after_request_and_wakeup",
             format!(
-                "Lambda RSS after one API request and one wake-up (moto; {:.1} MB at start)",
-                short.rss_at_start as f64 / 1e6
+                "Lambda RSS after one API request and one wake-up (cargo lambda's emulator, moto; {:.1} MB after the first invocation)",
+                rss_at_start as f64 / 1e6
             ),
-            short.rss_bytes as f64 / 1e6,
+            rss_bytes as f64 / 1e6,
             "MB",
         )
         .at_most(25.0)],
-        json!({"rss_bytes": short.rss_bytes, "rss_at_start_bytes": short.rss_at_start}),
+        json!({"rss_bytes": rss_bytes, "rss_after_first_invocation_bytes": rss_at_start}),
     )?;
     write_results(
         "aws_handler",
