@@ -15,5 +15,5 @@ pub use task::{
     Attempt, AttemptOutcome, ClaimRejection, DeadLetter, Delivery, NewTask, Next, RetryHint,
     Status, Task, TimeoutSeconds, TransitionError, WakeUp,
 };
-pub use time::{format_time, parse_time};
+pub use time::{format_time, parse_time, to_millis};
 pub use webhook::{Action, HttpMethod, WebhookAction, WebhookHeaders, WebhookUrl};

@@ -3,7 +3,7 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Action, IdempotencyKey, Owner, RetryPolicy, TaskId, ValidationError};
+use super::{Action, IdempotencyKey, Owner, RetryPolicy, TaskId, ValidationError, to_millis};
 
 /// The status machine of API.md:
 /// `scheduled → running → completed | failed`, `running → scheduled` while a retry waits,
@@ -294,7 +294,7 @@ impl Task {
 
     /// The lease a claim at `now` takes: the webhook timeout plus a grace.
     pub fn lease_for(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now + TimeDelta::seconds(self.timeout.get().into()) + Self::LEASE_GRACE
+        to_millis(now + TimeDelta::seconds(self.timeout.get().into()) + Self::LEASE_GRACE)
     }
 
     fn bumped(&self, now: DateTime<Utc>) -> Self {
@@ -349,7 +349,7 @@ impl Task {
             RetryHint::Success => Next::Completed,
             RetryHint::Retryable { after } if used < t.retry.max_attempts.get() => {
                 let wait = t.retry.backoff(used, after, jitter);
-                let at = now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX);
+                let at = to_millis(now + TimeDelta::from_std(wait).unwrap_or(TimeDelta::MAX));
                 Next::Retry {
                     at,
                     wake: WakeUp {
@@ -392,7 +392,7 @@ impl Task {
             return None;
         }
         let mut t = self.bumped(now);
-        t.lease_until = Some(now);
+        t.lease_until = Some(to_millis(now));
         Some(t)
     }
 
@@ -421,7 +421,7 @@ impl Task {
         let mut t = self.bumped(now);
         t.status = Status::Scheduled;
         t.budget_start = t.attempts.len() as u32;
-        t.next_attempt_at = Some(now);
+        t.next_attempt_at = Some(to_millis(now));
         t.dead_letter = None;
         Ok(t)
     }

@@ -292,6 +292,36 @@ pub async fn retry_bookkeeping(store: Store, _caps: Caps) {
     );
 }
 
+/// A wake-up that waits out its due time to the instant (the AWS host does) is claimed then,
+/// even when the clock that computed the due time had sub-millisecond digits: the store's
+/// rounding and the task's own rule agree.
+pub async fn claimable_at_the_exact_due_time(store: Store, _caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    // A clock with microseconds and nanoseconds, as the system clock has.
+    let now = t0() + TimeDelta::nanoseconds(1_234_567);
+    let running = claimed(store.claim(t.id, 1, now).await.unwrap());
+    // The lease ends exactly at `lease_until`: a re-claim then succeeds.
+    let lease = running.lease_until.expect("a lease");
+    let running = claimed(store.claim(t.id, 1, lease).await.unwrap());
+    let failed_at = lease + TimeDelta::nanoseconds(345_678);
+    let (after, next) = running
+        .record(
+            1,
+            &delivery(RetryHint::Retryable { after: None }, failed_at),
+            failed_at,
+            0.3337,
+        )
+        .unwrap();
+    store.update(&after).await.unwrap();
+    let Next::Retry { at, wake } = next else {
+        panic!("expected a retry, got {next:?}");
+    };
+    let retried = claimed(store.claim(t.id, wake.attempt, at).await.unwrap());
+    assert_eq!(retried.attempt_number(), 2);
+}
+
 pub async fn cancel_races(store: Store, caps: Caps) {
     for round in 0..6 {
         let o = owner();
@@ -399,7 +429,8 @@ pub async fn list_paging(store: Store, _caps: Caps) {
 macro_rules! store_contract_tests {
     ($make:expr, $caps:expr) => {
         $crate::store_contract_tests!(@case $make, $caps; create_and_get, idempotent_create,
-            claim_once_under_concurrency, retry_bookkeeping, cancel_races, list_paging);
+            claim_once_under_concurrency, retry_bookkeeping, claimable_at_the_exact_due_time,
+            cancel_races, list_paging);
     };
     (@case $make:expr, $caps:expr; $($case:ident),*) => {
         $(
