@@ -29,6 +29,8 @@ $(VENV)/.stamp: requirements-dev.txt
 
 test-rust: ## Rust unit, route and black-box tests (builds the binary first)
 	$(CARGO) build -p task-scheduler
+	@# The local host alone (no `aws` feature) is what `BENCH_QUICK=1 make bench` builds.
+	$(CARGO) check -p task-scheduler -p bench --no-default-features
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -38,6 +40,7 @@ test-rust: ## Rust unit, route and black-box tests (builds the binary first)
 lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit for the CDK app
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --no-default-features -- -D warnings
 	cd cdk && node_modules/.bin/tsc --noEmit
 
 fmt: ## Format the Rust code

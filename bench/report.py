@@ -224,8 +224,13 @@ def main():
         "",
         f"- commit: {commit_text}",
         f"- machine: {m['description']}",
-        "- server: the release build (`cargo build --release -p task-scheduler`), started by each"
-        " benchmark on 127.0.0.1 port 0 with a fresh data directory on the local ext4 disk,"
+        (
+            "- server: the release build (`cargo build --release -p task-scheduler`), started by each"
+            if not quick
+            else "- server: the `bench-quick` build (`cargo build --profile bench-quick"
+            " --no-default-features -p task-scheduler`: no LTO, no AWS host), started by each"
+        )
+        + " benchmark on 127.0.0.1 port 0 with a fresh data directory on the local ext4 disk,"
         " `SCHEDULER_RATE_LIMIT=0`, `RUST_LOG=warn`, everything else default"
         " (SQLite `synchronous=FULL`: a 201 survives `kill -9`); load generator, receiver and"
         " server share the same cores.",
@@ -239,7 +244,9 @@ def main():
         " DelaySeconds (rounded down; the function waits out the fraction), with fresh function"
         " processes whose clock is moved forward (`REHEARSAL_CLOCK_OFFSET_MS`); its lateness is"
         " the arrival in that clock − `run_at`.",
-        "" if not quick else "- **quick mode** (`BENCH_QUICK=1`): reduced sizes, not the published figures.",
+        ""
+        if not quick
+        else "- **quick mode** (`BENCH_QUICK=1`): reduced sizes and a lighter build, not the published figures.",
         "",
         "| figure | value | bar | pass/fail | command |",
         "| --- | --- | --- | --- | --- |",

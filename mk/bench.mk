@@ -2,7 +2,7 @@
 # CARGO, VENV and its $(VENV)/.stamp target (requirements-dev.txt, matplotlib for the plots).
 # Not part of `make test`: benchmarks measure, they do not gate.
 #
-# Each binary of bench/ starts the release server on 127.0.0.1:0 with a fresh data directory,
+# Each binary of bench/ starts the server built beside it on 127.0.0.1:0 with a fresh data directory,
 # measures, stops it by PID and writes bench/results/raw/<name>.json; bench/report.py turns
 # those into results.json, README.md (the table) and the PNG plots.
 #
@@ -11,21 +11,29 @@
 BENCH_BINS := loadgen burst precision scale
 BENCH_ONLY ?= $(BENCH_BINS)
 BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
+# The published figures come from the release build of the binary users run. BENCH_QUICK=1
+# builds the `bench-quick` profile (Cargo.toml) of the local host alone: same code, faster to
+# build, so an edit can be measured in under two minutes.
+BENCH_IS_QUICK = $(filter-out 0,$(BENCH_QUICK))
+BENCH_PROFILE = $(if $(BENCH_IS_QUICK),bench-quick,release)
+BENCH_FEATURES = $(if $(BENCH_IS_QUICK),--no-default-features)
 BENCH_LAMBDA_DIR = $(BENCH_TARGET_DIR)/bench-lambda
 
 .PHONY: bench bench-aws bench-report
 
-bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, precision, scale -> bench/results/ (BENCH_QUICK=1: ~30 s of measurement once built)
-	$(CARGO) build --release -p task-scheduler -p bench
-	@# Flush the build's dirty pages first: on ext4 the store's fsyncs would otherwise wait
-	@# for them (measured: create throughput 14.6k/s instead of 21k/s right after a build).
-	sync
+bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, precision, scale -> bench/results/ (BENCH_QUICK=1: a lighter build, ~30 s of measurement)
+	$(CARGO) build --profile $(BENCH_PROFILE) $(BENCH_FEATURES) -p task-scheduler -p bench
+	@# `sync` before each benchmark flushes the dirty pages of the build and of the previous
+	@# benchmark's store: on ext4 the store's fsyncs would otherwise wait for them (measured:
+	@# create throughput 14.6k/s instead of 21k/s right after a build; a 75 ms precision
+	@# outlier right after the burst).
 	@start=$$(date +%s); status=0; \
 	mkdir -p bench/results/raw; \
 	for b in $(BENCH_ONLY); do \
 	  rm -f bench/results/raw/$$b.json; \
 	  echo "== $$b"; \
-	  $(BENCH_TARGET_DIR)/release/$$b || { echo "bench: $$b failed"; status=1; }; \
+	  sync; \
+	  $(BENCH_TARGET_DIR)/$(BENCH_PROFILE)/$$b || { echo "bench: $$b failed"; status=1; }; \
 	done; \
 	end=$$(date +%s); \
 	$(VENV)/bin/python bench/report.py bench/results --duration $$((end - start)) || status=1; \

@@ -7,6 +7,7 @@
 //! Everything talks to 127.0.0.1 only. The server is started on port 0 with a fresh data
 //! directory and stopped by its PID.
 
+#[cfg(feature = "aws")]
 pub mod aws_stub;
 
 use std::{
@@ -67,24 +68,44 @@ pub fn command_line() -> String {
         .unwrap_or_default();
     let rest: Vec<String> = args.collect();
     let quick = if quick() { "BENCH_QUICK=1 " } else { "" };
+    let build = match build_profile().as_str() {
+        "release" => "--release".to_owned(),
+        "bench-quick" => "--profile bench-quick --no-default-features".to_owned(),
+        other => format!("--profile {other}"),
+    };
     format!(
-        "{quick}cargo run --release -p bench --bin {bin}{}{}",
+        "{quick}cargo run {build} -p bench --bin {bin}{}{}",
         if rest.is_empty() { "" } else { " -- " },
         rest.join(" ")
     )
+}
+
+/// The directory the running bench binary was built into: `release` for `make bench`,
+/// `bench-quick` for `BENCH_QUICK=1 make bench`. The server under test is its sibling.
+fn build_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| integration_tests::target_dir().join("release"))
+}
+
+/// The Cargo profile the bench binary (and so the server beside it) was built with.
+pub fn build_profile() -> String {
+    build_dir()
+        .file_name()
+        .map_or_else(|| "release".into(), |n| n.to_string_lossy().into_owned())
 }
 
 // ------------------------------------------------------------------------------------------
 // The server under test
 // ------------------------------------------------------------------------------------------
 
-/// The release binary: `$TASK_SCHEDULER_BIN`, else `<workspace>/target/release/task-scheduler`.
+/// The server under test: `$TASK_SCHEDULER_BIN`, else the `task-scheduler` built beside this
+/// bench binary (same profile).
 pub fn server_binary() -> PathBuf {
     match std::env::var_os("TASK_SCHEDULER_BIN") {
         Some(p) => PathBuf::from(p),
-        None => integration_tests::target_dir()
-            .join("release")
-            .join("task-scheduler"),
+        None => build_dir().join("task-scheduler"),
     }
 }
 
@@ -150,7 +171,7 @@ impl Server {
         let bin = server_binary();
         if !bin.is_file() {
             bail!(
-                "{} does not exist: run `cargo build --release -p task-scheduler` first",
+                "{} does not exist: build it with `make bench` (or the bench binary's own profile)",
                 bin.display()
             );
         }
@@ -689,6 +710,7 @@ pub fn write_results(
         "benchmark": name,
         "command": command_line(),
         "quick": quick(),
+        "profile": build_profile(),
         "finished_at": rfc3339(Utc::now()),
         "params": params,
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),

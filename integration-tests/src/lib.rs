@@ -3,6 +3,7 @@
 //! ([`Api`]). Nothing here reaches into the product's crates: the tests see only what a user
 //! sees (HTTP, logs, exit codes).
 
+#[cfg(feature = "aws")]
 pub mod aws;
 
 use std::{

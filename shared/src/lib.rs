@@ -11,16 +11,21 @@
 //! - [`webhook`]: the HTTP client that delivers.
 //! - [`local`]: the local host: configuration and wiring for `serve`.
 //! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
+//!
+//! The AWS parts (`lambda`, the DynamoDB store, the Scheduler + SQS waker) are behind the
+//! `aws` feature, on by default; without it the crate is the local host alone.
 //! - [`metrics`]: CloudWatch embedded-metric-format counters for the AWS host.
 
 pub mod api;
 pub mod app;
+#[cfg(feature = "aws")]
 mod aws_error;
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(all(feature = "aws", any(test, feature = "test-support")))]
 pub mod aws_testing;
 pub mod domain;
 #[cfg(test)]
 pub(crate) mod fakes;
+#[cfg(feature = "aws")]
 pub mod lambda;
 pub mod local;
 pub mod metrics;

@@ -3,8 +3,10 @@
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod contract;
+#[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod sqlite;
 
+#[cfg(feature = "aws")]
 pub use dynamodb::DynamoStore;
 pub use sqlite::SqliteStore;
