@@ -75,7 +75,8 @@ def machine():
 
 def commit():
     head = sh("git", "rev-parse", "HEAD")
-    dirty = bool(sh("git", "status", "--porcelain", "--untracked-files=no"))
+    # The results being written are not a change to what was measured.
+    dirty = bool(sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"))
     return head, dirty
 
 
