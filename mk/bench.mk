@@ -6,7 +6,8 @@
 # measures, stops it by PID and writes bench/results/raw/<name>.json; bench/report.py turns
 # those into results.json, README.md (the table) and the PNG plots.
 #
-# Knobs: BENCH_QUICK=1 (reduced sizes, ~30 s of measurement), BENCH_ONLY="burst precision".
+# Knobs: BENCH_QUICK=1 (reduced sizes, ~30 s of measurement, the bench-quick build of the local
+# host alone), BENCH_ONLY="burst precision".
 
 BENCH_BINS := loadgen burst precision scale
 BENCH_ONLY ?= $(BENCH_BINS)
