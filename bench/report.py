@@ -73,11 +73,35 @@ def machine():
     }
 
 
-def commit():
-    head = sh("git", "rev-parse", "HEAD")
-    # The results being written are not a change to what was measured.
-    dirty = bool(sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results"))
-    return head, dirty
+def commits(raws):
+    """The commit each benchmark measured, as its raw file records it: {(commit, dirty): [names]}.
+    Raw files from before the benchmarks recorded it are attributed to the current HEAD."""
+    head = None
+    groups = {}
+    for name, r in raws.items():
+        if r.get("commit"):
+            key = (r["commit"], bool(r.get("dirty")))
+        else:
+            if head is None:
+                # The results being written are not a change to what was measured.
+                head = (
+                    sh("git", "rev-parse", "HEAD"),
+                    bool(sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
+                )
+            key = head
+        groups.setdefault(key, []).append(name)
+    return groups
+
+
+def commit_line(groups):
+    def one(key):
+        sha, dirty = key
+        return f"`{sha[:12]}`" + (" (with uncommitted changes)" if dirty else "")
+
+    if len(groups) == 1:
+        return f"- commit: {one(next(iter(groups)))}"
+    parts = [f"{one(k)} ({', '.join(names)})" for k, names in groups.items()]
+    return "- commits: " + "; ".join(parts)
 
 
 def fmt(value, unit):
@@ -174,9 +198,10 @@ def main():
         raws[p.stem] = json.loads(p.read_text())
     names = [n for n in ORDER if n in raws] + sorted(n for n in raws if n not in ORDER)
 
-    head, dirty = commit()
+    groups = commits(raws)
     m = machine()
     quick = any(r.get("quick") for r in raws.values())
+    lean = any(r.get("profile") == "bench-quick" for r in raws.values())
     rows = []
     for name in names:
         r = raws[name]
@@ -202,8 +227,7 @@ def main():
     failed = [r for r in rows if r["pass"] is False]
     doc = {
         "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": head,
-        "dirty": dirty,
+        "commits": [{"commit": k[0], "dirty": k[1], "benchmarks": v} for k, v in groups.items()],
         "quick": quick,
         "machine": m,
         "duration_s": duration,
@@ -215,7 +239,6 @@ def main():
     }
     (results / "results.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
-    commit_text = f"`{head[:12]}`" + (" (with uncommitted changes)" if dirty else "")
     lines = [
         "# Benchmark results",
         "",
@@ -223,11 +246,11 @@ def main():
         + (f" in {duration:.0f} s" if duration else "")
         + ".",
         "",
-        f"- commit: {commit_text}",
+        commit_line(groups),
         f"- machine: {m['description']}",
         (
             "- server: the release build (`cargo build --release -p task-scheduler`), started by each"
-            if not quick
+            if not lean
             else "- server: the `bench-quick` build (`cargo build --profile bench-quick"
             " --no-default-features -p task-scheduler`: no LTO, no AWS host), started by each"
         )

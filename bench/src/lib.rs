@@ -696,6 +696,31 @@ pub fn results_dir() -> PathBuf {
     )
 }
 
+/// The commit being measured, and whether the work tree differs from it (the results being
+/// written aside): recorded with each benchmark's figures, since a report may be rebuilt later.
+fn measured_commit() -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let head = git(&["rev-parse", "HEAD"]);
+    let dirty = git(&[
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "..",
+        ":!results",
+    ])
+    .map(|changes| !changes.is_empty());
+    (head, dirty)
+}
+
 /// Writes `results/raw/<name>.json` (figures, parameters, series for the plots), prints
 /// the figures, and fails if a yes/no check failed.
 pub fn write_results(
@@ -706,11 +731,14 @@ pub fn write_results(
 ) -> anyhow::Result<()> {
     let dir = results_dir().join("raw");
     std::fs::create_dir_all(&dir)?;
+    let (commit, dirty) = measured_commit();
     let doc = json!({
         "benchmark": name,
         "command": command_line(),
         "quick": quick(),
         "profile": build_profile(),
+        "commit": commit,
+        "dirty": dirty,
         "finished_at": rfc3339(Utc::now()),
         "params": params,
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
