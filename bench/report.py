@@ -193,6 +193,9 @@ def main():
         del args[i : i + 2]
     results = Path(args[0]) if args else Path(__file__).parent / "results"
     raw_dir = results / "raw"
+    if duration is None and (results / "results.json").exists():
+        # A rebuilt report (make bench-aws, make bench-report) keeps make bench's duration.
+        duration = json.loads((results / "results.json").read_text()).get("duration_s")
     raws = {}
     for p in sorted(raw_dir.glob("*.json")):
         raws[p.stem] = json.loads(p.read_text())
