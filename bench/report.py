@@ -74,21 +74,11 @@ def machine():
 
 
 def commits(raws):
-    """The commit each benchmark measured, as its raw file records it: {(commit, dirty): [names]}.
-    Raw files from before the benchmarks recorded it are attributed to the current HEAD."""
-    head = None
+    """The commit each benchmark measured, as its raw file records it (bench/src/lib.rs,
+    `measured_commit`): {(commit, dirty): [names]}."""
     groups = {}
     for name, r in raws.items():
-        if r.get("commit"):
-            key = (r["commit"], bool(r.get("dirty")))
-        else:
-            if head is None:
-                # The results being written are not a change to what was measured.
-                head = (
-                    sh("git", "rev-parse", "HEAD"),
-                    bool(sh("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results")),
-                )
-            key = head
+        key = (r.get("commit") or "unknown", bool(r.get("dirty")))
         groups.setdefault(key, []).append(name)
     return groups
 

@@ -332,14 +332,20 @@ async fn an_early_wakeup_that_knows_its_due_time_rearms_without_the_store() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_wakeup_less_than_a_second_early_waits_and_fires_on_time() {
+/// A rig on Tokio's clock, for the tests that run with it paused.
+fn paused_rig() -> (Rig, Arc<crate::ports::TokioClock>) {
     let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
     let rig = Rig::with(
         ScriptedWebhook::default(),
         Arc::new(AllowAllTargets),
         clock.clone(),
     );
+    (rig, clock)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wakeup_less_than_a_second_early_waits_and_fires_on_time() {
+    let (rig, clock) = paused_rig();
     let started = tokio::time::Instant::now();
     let t = create(&rig, clock.now() + TimeDelta::seconds(10), 3).await;
     // A delay-queue message (whole seconds, rounded down) arrives 0.6 s before run_at.
@@ -360,12 +366,7 @@ async fn a_wakeup_less_than_a_second_early_waits_and_fires_on_time() {
 
 #[tokio::test(start_paused = true)]
 async fn a_wakeup_more_than_a_second_early_rearms_without_waiting() {
-    let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
-    let rig = Rig::with(
-        ScriptedWebhook::default(),
-        Arc::new(AllowAllTargets),
-        clock.clone(),
-    );
+    let (rig, clock) = paused_rig();
     let t = create(&rig, clock.now() + TimeDelta::seconds(10), 3).await;
     tokio::time::advance(Duration::from_millis(8_900)).await;
     let before = tokio::time::Instant::now();
