@@ -30,7 +30,7 @@ ORDER = [
     "aws_precision",
 ]
 
-# Figures of the issue that no benchmark here produced (yet): shown as TODO rows.
+# Figures with a bar in the README that no benchmark here produced (yet): shown as TODO rows.
 AWS_TODO = [
     ("aws_rss", "Lambda RSS after one API request and one wake-up (needs moto with the table and queues)", "≤ 25 MB"),
     ("aws_handler", "handler CPU per create / per fire, AWS calls answered by an instant stub", "create < 1 ms"),

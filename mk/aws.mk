@@ -1,4 +1,4 @@
-# The AWS path (issue 3): tests against moto server and the Lambda build with cargo lambda.
+# The AWS path: tests against moto server and the Lambda build with cargo lambda.
 # Included by the main Makefile (`-include mk/*.mk`), which defines CARGO, VENV and its
 # $(VENV)/.stamp target (pip-installs requirements-dev.txt: moto, cargo-lambda, ziglang).
 #

@@ -16,7 +16,7 @@ import { Construct } from 'constructs';
 import { acknowledgeNagFindings, NagAcknowledgement } from './nag';
 import { Operations } from './operations';
 
-/** Names the Rust store relies on (shared/store/dynamodb.rs). */
+/** Names the Rust store relies on (shared/src/store/dynamodb.rs). */
 export const TABLE_KEYS = {
   partitionKey: 'pk',
   ttlAttribute: 'expires_at',
@@ -26,7 +26,7 @@ export const TABLE_KEYS = {
   ],
 } as const;
 
-/** Every route of the HTTP API contract (shared/design/API.md); all IAM-authorized but /health. */
+/** Every route of the HTTP API contract (docs/api.md); all IAM-authorized but /health. */
 export const ROUTES: ReadonlyArray<{ method: apigwv2.HttpMethod; path: string; iam: boolean }> = [
   { method: apigwv2.HttpMethod.POST, path: '/tasks', iam: true },
   { method: apigwv2.HttpMethod.GET, path: '/tasks', iam: true },

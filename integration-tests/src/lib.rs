@@ -531,7 +531,7 @@ impl Resp {
         self.body
     }
 
-    /// Asserts a JSON error of API.md: `{"error": {"code", "message", ...}}`.
+    /// Asserts a JSON error of docs/api.md: `{"error": {"code", "message", ...}}`.
     #[track_caller]
     pub fn expect_error(self, status: u16, code: &str) -> Value {
         let ct = self

@@ -100,7 +100,7 @@ async fn fires_within_a_second_of_run_at_and_completes() {
         );
     }
 
-    // The request as API.md describes it.
+    // The request as docs/api.md describes it.
     let a = &hook[0];
     assert_eq!(a.method, "POST");
     assert_eq!(a.json(), json!({"message": "Task executed!"}));

@@ -426,7 +426,7 @@ async fn short_tasks(
     })
 }
 
-/// VmRSS of the bootstrap under cargo lambda's Runtime API emulator, as the issue asks:
+/// VmRSS of the bootstrap under cargo lambda's Runtime API emulator (the README's bar):
 /// once initialised, then after one API request (a create due in 2 s) and its wake-up,
 /// which the rehearsal's pump hands over from the delay queue.
 async fn lambda_rss(

@@ -1,4 +1,4 @@
-//! The HTTP API of API.md as one axum `Router`, served by `axum::serve` locally and fed
+//! The HTTP API of `docs/api.md` as one axum `Router`, served by `axum::serve` locally and fed
 //! API Gateway events in Lambda.
 
 pub mod auth;
@@ -6,6 +6,8 @@ pub mod error;
 pub mod extract;
 pub mod types;
 
+#[cfg(test)]
+mod docs_tests;
 #[cfg(test)]
 mod tests;
 

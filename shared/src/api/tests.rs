@@ -1,4 +1,4 @@
-//! Every route's success and every error case of API.md, through the real Router with
+//! Every route's success and every error case of docs/api.md, through the real Router with
 //! `oneshot` (no socket), over a real SQLite store.
 
 use axum::{

@@ -1,4 +1,4 @@
-//! Request and response bodies of API.md, with their OpenAPI schemas. Requests are parsed
+//! Request and response bodies of docs/api.md, with their OpenAPI schemas. Requests are parsed
 //! into domain types (`CreateTaskRequest::parse`); responses are views of a `Task`.
 
 use std::collections::BTreeMap;

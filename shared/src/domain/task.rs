@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Action, IdempotencyKey, Owner, RetryPolicy, TaskId, ValidationError, to_millis};
 
-/// The status machine of API.md:
+/// The status machine of docs/api.md:
 /// `scheduled → running → completed | failed`, `running → scheduled` while a retry waits,
 /// `scheduled → cancelled`, `failed → scheduled` through `/retry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ pub struct AwsConfig {
     pub dlq_url: String,
     /// Days a finished task is kept before its TTL removes it (`TASK_RETENTION_DAYS`).
     pub retention_days: u32,
-    /// The webhook signing secret (signing arrives in a later issue; validated already).
+    /// The Secrets Manager secret deliveries are signed with; without it they are not signed.
     pub signing_secret_arn: Option<String>,
 }
 

@@ -19,7 +19,7 @@ pub const USER_AGENT: &str = concat!("task-scheduler/", env!("CARGO_PKG_VERSION"
 const ERROR_EXCERPT: usize = 200;
 
 /// Signs a delivery (Standard Webhooks): returns the `webhook-signature` value for
-/// `"{id}.{timestamp}.{body}"`. The signing issue plugs its HMAC in here.
+/// `"{id}.{timestamp}.{body}"`. [`signing::StandardWebhooksSigner`] is the HMAC-SHA256 one.
 pub trait Signer: Send + Sync + 'static {
     fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String;
 }
@@ -56,7 +56,7 @@ impl HttpWebhookClient {
     ) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
             .user_agent(USER_AGENT)
-            // A redirect is a failure (API.md): following one would call a target nobody
+            // A redirect is a failure (docs/api.md): following one would call a target nobody
             // checked.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
