@@ -22,6 +22,7 @@ pub mod app;
 mod aws_error;
 #[cfg(all(feature = "aws", any(test, feature = "test-support")))]
 pub mod aws_testing;
+mod config;
 pub mod domain;
 #[cfg(test)]
 pub(crate) mod fakes;

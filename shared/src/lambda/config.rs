@@ -1,13 +1,6 @@
 //! The Lambda host's configuration: environment only, checked at cold start.
 
-/// A variable that is missing or invalid; the message names it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is required but not set")]
-    Missing(&'static str),
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
+pub use crate::config::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsConfig {
