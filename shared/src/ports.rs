@@ -70,6 +70,17 @@ pub trait TaskStore: Send + Sync + 'static {
     async fn update(&self, task: &Task) -> Result<(), StoreError>;
 }
 
+/// Finds stored tasks whose wake-up may be lost, for the recovery use cases
+/// ([`Scheduler::recover_leases`](crate::app::Scheduler::recover_leases)). One query per way
+/// a task gets stranded: today the claims a dead process left `running`; a sweeper serving
+/// both hosts will add the tasks whose wake-up ([`Task::wake`]: `next_attempt_at` when
+/// scheduled, `lease_until` when running) is overdue, paged in wake-up order.
+#[async_trait]
+pub trait TaskScan: Send + Sync + 'static {
+    /// Every task `running` under a lease, expired or not.
+    async fn running(&self) -> Result<Vec<Task>, StoreError>;
+}
+
 /// Arms wake-ups: "call `fire(wake)` at `at`". Delivery of a wake-up is at-least-once;
 /// duplicates are harmless because claims are conditional.
 #[async_trait]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::domain::{
     ClaimRejection, Delivery, IdempotencyKey, NewTask, Next, Owner, RetryHint, Status, Task,
@@ -12,15 +12,23 @@ use crate::domain::{
 };
 use crate::ports::{
     ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, StoreError,
-    TargetPolicy, TaskStore, Waker, WebhookClient,
+    TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
 };
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;
 
 /// How early a wake-up that knows its due time may arrive and still be fired by waiting:
 /// the delay queue's granularity (`DelaySeconds` counts whole seconds, rounded down).
 pub const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// When a wake-up whose firing failed (the store or the waker was unavailable) is tried
+/// again by [`Scheduler::fire_or_rearm`]: past the longest lease (the 30 s maximum webhook
+/// timeout plus [`Task::LEASE_GRACE`], and a second), so an attempt the failure left
+/// `running` can be re-claimed by then.
+pub const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
 /// Errors of the use cases, mapped to HTTP once in `api` and to retryable/permanent once
 /// at the Lambda boundary.
@@ -219,6 +227,55 @@ impl Scheduler {
             }
         }
         self.fire(wake).await
+    }
+
+    /// Fires whichever attempt of task `id` is current: the original design's execution
+    /// event names a task, not an attempt. A task that does not exist is `NotFound`.
+    pub async fn fire_task(&self, id: TaskId) -> Result<(WakeUp, Fired), AppError> {
+        let task = self.ports.store.get(id).await?.ok_or(AppError::NotFound)?;
+        let wake = WakeUp {
+            task_id: id,
+            attempt: task.attempt_number(),
+        };
+        Ok((wake, self.fire(wake).await?))
+    }
+
+    /// [`fire`](Self::fire) for a host with no redelivery of its own (the local timer fires
+    /// each wake-up once): when firing fails, the task is left as stored (perhaps `running`
+    /// under a lease no one will finish), so the wake-up is armed again for
+    /// [`RETRY_FAILED_WAKE`] later, when any lease it may hold has expired and the attempt
+    /// can be re-claimed, rather than waiting for the next start. (On AWS the invocation's
+    /// own retry plays this part.)
+    pub async fn fire_or_rearm(&self, wake: WakeUp) {
+        if let Err(e) = self.fire(wake).await {
+            let again = self.now() + RETRY_FAILED_WAKE;
+            error!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, retry_at = %again, "wake-up failed");
+            if let Err(e) = self.ports.waker.arm(wake, again).await {
+                warn!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, "could not re-arm a failed wake-up");
+            }
+        }
+    }
+
+    /// Makes claims that no process can still hold re-claimable now, and arms them. At
+    /// start-up every task `running` was claimed by a process that died, so waiting out its
+    /// lease would only delay the attempt (delivery is at-least-once). A task that changed
+    /// meanwhile is left to whoever changed it. Returns how many were released.
+    pub async fn recover_leases(&self, scan: &dyn TaskScan) -> Result<usize, AppError> {
+        let now = self.now();
+        let mut recovered = 0;
+        for task in scan.running().await? {
+            let Some(released) = task.release_lease(now) else {
+                continue;
+            };
+            match self.ports.store.update(&released).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.arm_current(&released).await?;
+            recovered += 1;
+        }
+        Ok(recovered)
     }
 
     /// Handles a wake-up: claim the attempt conditionally, deliver, record, then arm the

@@ -29,7 +29,7 @@ use crate::api::{self, Auth};
 use crate::app::{AppError, Fired, Ports, Scheduler};
 use crate::domain::{Next, TaskId, WakeUp};
 use crate::metrics::EmfMetrics;
-use crate::ports::{Clock, SystemClock, TaskStore};
+use crate::ports::{Clock, SystemClock};
 use crate::store::DynamoStore;
 use crate::wake::aws::{AwsDeadLetters, AwsWaker, AwsWakerConfig};
 use crate::webhook::{
@@ -81,23 +81,25 @@ fn fired_name(f: Fired) -> &'static str {
     }
 }
 
+/// Logs what a wake-up led to and answers it.
+fn handled(wake: WakeUp, fired: Fired) -> Value {
+    info!(task_id = %wake.task_id, attempt = wake.attempt, result = fired_name(fired), "wake-up handled");
+    json!({"task_id": wake.task_id.to_string(), "attempt": wake.attempt, "result": fired_name(fired)})
+}
+
 /// Serves invocations: the router for HTTP, the scheduler for wake-ups.
 #[derive(Clone)]
 pub struct LambdaHost {
     scheduler: Scheduler,
     router: Router,
-    store: Arc<dyn TaskStore>,
 }
 
 impl LambdaHost {
-    /// `ports.store` must be the store the scheduler uses (the execution event reads it).
     pub fn new(ports: Ports) -> Self {
-        let store = ports.store.clone();
         let scheduler = Scheduler::new(ports);
         Self {
             router: api::router(scheduler.clone(), Auth::Host),
             scheduler,
-            store,
         }
     }
 
@@ -108,20 +110,15 @@ impl LambdaHost {
             Invocation::Wake(wake, due) => self.wake(wake, due).await,
             Invocation::Sqs(records) => Ok(self.sqs(records).await),
             Invocation::ExecutionEvent { task_id } => {
-                let task = self
-                    .store
-                    .get(task_id)
-                    .await
-                    .map_err(|e| InvocationError::Unavailable(e.to_string()))?
-                    .ok_or(InvocationError::UnknownTask(task_id))?;
-                self.wake(
-                    WakeUp {
-                        task_id,
-                        attempt: task.attempt_number(),
-                    },
-                    None,
-                )
-                .await
+                let (wake, fired) =
+                    self.scheduler
+                        .fire_task(task_id)
+                        .await
+                        .map_err(|e| match e {
+                            AppError::NotFound => InvocationError::UnknownTask(task_id),
+                            other => other.into(),
+                        })?;
+                Ok(handled(wake, fired))
             }
         }
     }
@@ -163,10 +160,7 @@ impl LambdaHost {
         due: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Value, InvocationError> {
         let fired = self.scheduler.fire_due(wake, due).await?;
-        info!(task_id = %wake.task_id, attempt = wake.attempt, result = fired_name(fired), "wake-up handled");
-        Ok(
-            json!({"task_id": wake.task_id.to_string(), "attempt": wake.attempt, "result": fired_name(fired)}),
-        )
+        Ok(handled(wake, fired))
     }
 
     /// Fires every record; those that failed retryably are reported back so SQS redelivers

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use crate::domain::{Cursor, Task, TaskId, WakeUp};
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskScan, TaskStore};
 
 const MAX_BATCH: usize = 1024;
 
@@ -44,6 +44,8 @@ struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Held while any handle to the store lives; released when the last one drops.
+    _lock: std::fs::File,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -206,12 +208,33 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
     }
 }
 
+/// An exclusive lock on the data directory, so two processes never share one store: the
+/// single-writer design (group commit on one thread) holds only within one process.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    file.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "{} is in use by another task-scheduler process",
+            dir.display()
+        ))
+    })?;
+    Ok(file)
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread.
+    /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread. The store
+    /// owns `dir`: it holds an exclusive lock on `dir/lock` (see [`lock_dir`]).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("tasks.db");
         let writer = open(&path).map_err(unavailable)?;
         migrate(&writer).map_err(unavailable)?;
@@ -225,6 +248,7 @@ impl SqliteStore {
                 path,
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                _lock: lock,
             }),
         })
     }
@@ -325,19 +349,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Tasks caught `running` (at start-up: claims of a process that died).
-    pub async fn running(&self) -> Result<Vec<Task>, StoreError> {
-        self.read(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
-            )?;
-            st.query_map([], |r| r.get::<_, String>(0))?
-                .map(|b| b.and_then(decode))
-                .collect()
-        })
-        .await
-    }
-
     /// Tasks waiting for the timer (scheduled, or running under a lease), counted on the
     /// wake-up index alone.
     pub async fn pending(&self) -> Result<u64, StoreError> {
@@ -389,6 +400,21 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
         for reply in replies {
             reply(error.as_deref());
         }
+    }
+}
+
+#[async_trait]
+impl TaskScan for SqliteStore {
+    async fn running(&self) -> Result<Vec<Task>, StoreError> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
+            )?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .map(|b| b.and_then(decode))
+                .collect()
+        })
+        .await
     }
 }
 
@@ -465,5 +491,26 @@ impl TaskStore for SqliteStore {
     async fn update(&self, task: &Task) -> Result<(), StoreError> {
         let task = task.clone();
         self.write(move |conn| replace(conn, &task)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_store_per_directory_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path()).unwrap();
+        let again = SqliteStore::open(dir.path())
+            .err()
+            .expect("the directory is locked");
+        assert!(again.to_string().contains("in use by another"), "{again}");
+        // Every handle shares the lock; it goes with the last one.
+        let second_handle = first.clone();
+        drop(first);
+        assert!(SqliteStore::open(dir.path()).is_err());
+        drop(second_handle);
+        SqliteStore::open(dir.path()).unwrap();
     }
 }
