@@ -11,7 +11,7 @@ use crate::api::{self, Auth};
 use crate::app::{Ports, Scheduler};
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task, WakeUp};
 use crate::ports::{
-    AllowAllTargets, Clock, DeadLetters, NoMetrics, StoreError, TargetPolicy, Waker, WebhookClient,
+    AllowAllTargets, Clock, DeadLetters, NoMetrics, PortError, TargetPolicy, Waker, WebhookClient,
 };
 use crate::store::SqliteStore;
 
@@ -24,11 +24,11 @@ pub struct RecordingWaker {
 
 #[async_trait]
 impl Waker for RecordingWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         self.armed.lock().unwrap().push((wake, at));
         Ok(())
     }
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         self.disarmed.lock().unwrap().push(wake);
         Ok(())
     }
@@ -97,7 +97,7 @@ pub struct RecordingDeadLetters(pub Mutex<Vec<Task>>);
 
 #[async_trait]
 impl DeadLetters for RecordingDeadLetters {
-    async fn send(&self, task: &Task) -> Result<(), StoreError> {
+    async fn send(&self, task: &Task) -> Result<(), PortError> {
         self.0.lock().unwrap().push(task.clone());
         Ok(())
     }

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Cursor, Delivery, Owner, Status, Task, TaskId, WakeUp};
 
-/// Failures of an adapter. `Conflict` is the one the use cases act on: a conditional
-/// write lost a race.
+/// How an adapter behind a port (store, waker, dead letters, task scan) fails. `Conflict`
+/// is the one the use cases act on: a conditional write lost a race.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum PortError {
     #[error("conditional write failed: the task changed concurrently")]
     Conflict,
     #[error("{0}")]
@@ -51,12 +51,12 @@ pub struct Page {
 pub trait TaskStore: Send + Sync + 'static {
     /// Inserts a new task. When it carries an idempotency key already used by the same
     /// owner, nothing is written and the earlier task is returned.
-    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError>;
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError>;
 
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError>;
 
     /// The owner's tasks ordered by `(run_at, task_id)`, after the cursor.
-    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
 
     /// Atomically applies [`Task::claim`] for `attempt` at `now`.
     async fn claim(
@@ -64,10 +64,10 @@ pub trait TaskStore: Send + Sync + 'static {
         id: TaskId,
         attempt: u32,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError>;
+    ) -> Result<ClaimOutcome, PortError>;
 
     /// Replaces the task if the stored version is `task.version - 1`; `Conflict` otherwise.
-    async fn update(&self, task: &Task) -> Result<(), StoreError>;
+    async fn update(&self, task: &Task) -> Result<(), PortError>;
 }
 
 /// Finds stored tasks whose wake-up may be lost, for the recovery use cases
@@ -78,16 +78,16 @@ pub trait TaskStore: Send + Sync + 'static {
 #[async_trait]
 pub trait TaskScan: Send + Sync + 'static {
     /// Every task `running` under a lease, expired or not.
-    async fn running(&self) -> Result<Vec<Task>, StoreError>;
+    async fn running(&self) -> Result<Vec<Task>, PortError>;
 }
 
 /// Arms wake-ups: "call `fire(wake)` at `at`". Delivery of a wake-up is at-least-once;
 /// duplicates are harmless because claims are conditional.
 #[async_trait]
 pub trait Waker: Send + Sync + 'static {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError>;
     /// Best effort: a wake-up that still arrives finds the task cancelled and is dropped.
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError>;
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError>;
 }
 
 /// Calls the webhook once. Never fails: every outcome is a [`Delivery`] to record.
@@ -100,7 +100,7 @@ pub trait WebhookClient: Send + Sync + 'static {
 /// dead letter stays with the task and this is a no-op.
 #[async_trait]
 pub trait DeadLetters: Send + Sync + 'static {
-    async fn send(&self, task: &Task) -> Result<(), StoreError>;
+    async fn send(&self, task: &Task) -> Result<(), PortError>;
 }
 
 pub trait Clock: Send + Sync + 'static {
@@ -166,7 +166,7 @@ pub struct NoDeadLetters;
 
 #[async_trait]
 impl DeadLetters for NoDeadLetters {
-    async fn send(&self, _task: &Task) -> Result<(), StoreError> {
+    async fn send(&self, _task: &Task) -> Result<(), PortError> {
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use crate::domain::{
     TaskId, ValidationError, WakeUp,
 };
 use crate::ports::{
-    ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, StoreError,
+    ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, PortError,
     TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
 };
 
@@ -44,8 +44,8 @@ pub enum AppError {
     Unavailable(String),
 }
 
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
+impl From<PortError> for AppError {
+    fn from(e: PortError) -> Self {
         Self::Unavailable(e.to_string())
     }
 }
@@ -190,7 +190,7 @@ impl Scheduler {
             let next = f(&current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
             match self.ports.store.update(&next).await {
                 Ok(()) => return Ok(next),
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -269,7 +269,7 @@ impl Scheduler {
             };
             match self.ports.store.update(&released).await {
                 Ok(()) => {}
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
             self.arm_current(&released).await?;
@@ -320,7 +320,7 @@ impl Scheduler {
             .map_err(|e| AppError::Unavailable(e.to_string()))?;
         match p.store.update(&done).await {
             Ok(()) => {}
-            Err(StoreError::Conflict) => {
+            Err(PortError::Conflict) => {
                 // Our lease expired and another wake-up re-claimed the attempt; its record wins.
                 warn!("attempt was re-claimed while delivering; outcome not recorded");
                 return Ok(Fired::Dropped);

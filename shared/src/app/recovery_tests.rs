@@ -33,14 +33,14 @@ struct FlakyWaker {
 
 #[async_trait]
 impl Waker for FlakyWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         if self.fail_next.swap(false, Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("waker down".into()));
+            return Err(PortError::Unavailable("waker down".into()));
         }
         self.armed.lock().unwrap().push((wake, at));
         Ok(())
     }
-    async fn disarm(&self, _wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, _wake: WakeUp) -> Result<(), PortError> {
         Ok(())
     }
 }

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use crate::domain::{Cursor, Task, TaskId, WakeUp};
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskScan, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
 
 const MAX_BATCH: usize = 1024;
 
@@ -48,8 +48,8 @@ struct Inner {
     _lock: std::fs::File,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("sqlite: {e}"))
+fn unavailable(e: impl std::fmt::Display) -> PortError {
+    PortError::Unavailable(format!("sqlite: {e}"))
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -127,7 +127,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(task: &Task) -> Result<Self, StoreError> {
+    fn of(task: &Task) -> Result<Self, PortError> {
         Ok(Self {
             owner: task.owner.to_string(),
             status: task.status.as_str(),
@@ -141,7 +141,7 @@ impl Columns {
     }
 }
 
-fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, StoreError> {
+fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
     let Columns {
         owner,
         status,
@@ -176,7 +176,7 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, StoreError> {
     }
 }
 
-fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
+fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
     let Columns {
         status,
         wake_at,
@@ -204,22 +204,22 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
     if changed == 1 {
         Ok(())
     } else {
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     }
 }
 
 /// An exclusive lock on the data directory, so two processes never share one store: the
 /// single-writer design (group commit on one thread) holds only within one process.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+fn lock_dir(dir: &Path) -> Result<std::fs::File, PortError> {
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| PortError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     file.try_lock().map_err(|_| {
-        StoreError::Unavailable(format!(
+        PortError::Unavailable(format!(
             "{} is in use by another task-scheduler process",
             dir.display()
         ))
@@ -230,10 +230,9 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread. The store
     /// owns `dir`: it holds an exclusive lock on `dir/lock` (see [`lock_dir`]).
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
+    pub fn open(dir: &Path) -> Result<Self, PortError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PortError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let lock = lock_dir(dir)?;
         let path = dir.join("tasks.db");
         let writer = open(&path).map_err(unavailable)?;
@@ -261,15 +260,15 @@ impl SqliteStore {
     /// answers once that transaction is committed.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Connection) -> Result<T, PortError> + Send + 'static,
+    ) -> Result<T, PortError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = f(conn);
             Box::new(move |commit_error: Option<&str>| {
                 let result = match commit_error {
                     Some(e) if result.is_ok() => {
-                        Err(StoreError::Unavailable(format!("sqlite commit: {e}")))
+                        Err(PortError::Unavailable(format!("sqlite commit: {e}")))
                     }
                     _ => result,
                 };
@@ -279,16 +278,16 @@ impl SqliteStore {
         self.inner
             .jobs
             .send(job)
-            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
+            .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+            .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, PortError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().expect("reader pool poisoned").pop();
@@ -314,7 +313,7 @@ impl SqliteStore {
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError> {
+    ) -> Result<Vec<DueEntry>, PortError> {
         let (ms, id) = after.map_or((i64::MIN, String::new()), |(t, id)| {
             (t.timestamp_millis(), id.to_string())
         });
@@ -351,7 +350,7 @@ impl SqliteStore {
 
     /// Tasks waiting for the timer (scheduled, or running under a lease), counted on the
     /// wake-up index alone.
-    pub async fn pending(&self) -> Result<u64, StoreError> {
+    pub async fn pending(&self) -> Result<u64, PortError> {
         self.read(|conn| {
             conn.query_row(
                 "SELECT count(*) FROM tasks INDEXED BY tasks_wake WHERE wake_at IS NOT NULL",
@@ -363,7 +362,7 @@ impl SqliteStore {
     }
 
     /// Counts tasks by status (for tests).
-    pub async fn count(&self, status: Option<crate::domain::Status>) -> Result<u64, StoreError> {
+    pub async fn count(&self, status: Option<crate::domain::Status>) -> Result<u64, PortError> {
         self.read(move |conn| match status {
             Some(s) => conn.query_row(
                 "SELECT count(*) FROM tasks WHERE status = ?1",
@@ -405,7 +404,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
 
 #[async_trait]
 impl TaskScan for SqliteStore {
-    async fn running(&self) -> Result<Vec<Task>, StoreError> {
+    async fn running(&self) -> Result<Vec<Task>, PortError> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
                 "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
@@ -420,16 +419,16 @@ impl TaskScan for SqliteStore {
 
 #[async_trait]
 impl TaskStore for SqliteStore {
-    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError> {
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
         let task = task.clone();
         self.write(move |conn| insert(conn, &task)).await
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError> {
         self.read(move |conn| get_task(conn, id)).await
     }
 
-    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+    async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
         let q = q.clone();
         self.read(move |conn| {
             let (ms, id) = q
@@ -471,7 +470,7 @@ impl TaskStore for SqliteStore {
         id: TaskId,
         attempt: u32,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         // Read and conditional write on the single writer thread: nothing can interleave.
         self.write(move |conn| {
             let Some(task) = get_task(conn, id).map_err(unavailable)? else {
@@ -488,7 +487,7 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn update(&self, task: &Task) -> Result<(), StoreError> {
+    async fn update(&self, task: &Task) -> Result<(), PortError> {
         let task = task.clone();
         self.write(move |conn| replace(conn, &task)).await
     }

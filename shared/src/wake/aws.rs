@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::domain::{Task, TaskId, WakeUp, format_time};
-use crate::ports::{Clock, DeadLetters, StoreError, Waker};
+use crate::ports::{Clock, DeadLetters, PortError, Waker};
 
 /// The longest delay SQS accepts (`DelaySeconds` 0..=900).
 pub const MAX_QUEUE_DELAY: TimeDelta = TimeDelta::seconds(900);
@@ -204,8 +204,8 @@ pub struct AwsWakerConfig {
     pub dlq_arn: String,
 }
 
-fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, StoreError> {
-    r.map_err(|e| StoreError::Unavailable(format!("scheduler request: {e}")))
+fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, PortError> {
+    r.map_err(|e| PortError::Unavailable(format!("scheduler request: {e}")))
 }
 
 use crate::aws_error::sdk_error;
@@ -254,7 +254,7 @@ impl AwsWaker {
         wake: WakeUp,
         due: DateTime<Utc>,
         delay_seconds: i32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.sqs
             .send_message()
             .queue_url(&self.config.delay_queue_url)
@@ -273,16 +273,16 @@ impl AwsWaker {
         due: DateTime<Utc>,
         name: &ScheduleName,
         expression: &AtExpression,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let arn = self.target_arn.get().ok_or_else(|| {
-            StoreError::Unavailable(
+            PortError::Unavailable(
                 "scheduler: this function's ARN is not known yet (no invocation context)".into(),
             )
         })?;
         // Check what moto would not.
         let text = expression.to_expression();
-        AtExpression::parse(&text).map_err(StoreError::Unavailable)?;
-        ScheduleName::parse(name.as_str()).map_err(StoreError::Unavailable)?;
+        AtExpression::parse(&text).map_err(PortError::Unavailable)?;
+        ScheduleName::parse(name.as_str()).map_err(PortError::Unavailable)?;
         let target = built(
             Target::builder()
                 .arn(arn)
@@ -336,7 +336,7 @@ impl AwsWaker {
 
 #[async_trait]
 impl Waker for AwsWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         match plan(wake, at, self.clock.now()) {
             Plan::Queue { delay_seconds } => self.enqueue(wake, at, delay_seconds).await,
             Plan::Schedule { name, expression } => {
@@ -345,7 +345,7 @@ impl Waker for AwsWaker {
         }
     }
 
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         let name = ScheduleName::of(wake);
         let result = self
             .scheduler
@@ -419,9 +419,9 @@ impl AwsDeadLetters {
 
 #[async_trait]
 impl DeadLetters for AwsDeadLetters {
-    async fn send(&self, task: &Task) -> Result<(), StoreError> {
+    async fn send(&self, task: &Task) -> Result<(), PortError> {
         let body = serde_json::to_string(&DeadLetterMessage::of(task))
-            .map_err(|e| StoreError::Unavailable(format!("dead letter: {e}")))?;
+            .map_err(|e| PortError::Unavailable(format!("dead letter: {e}")))?;
         self.sqs
             .send_message()
             .queue_url(&self.queue_url)

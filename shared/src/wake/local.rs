@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use crate::domain::{TaskId, WakeUp};
-use crate::ports::{Clock, StoreError, Waker};
+use crate::ports::{Clock, PortError, Waker};
 use crate::store::sqlite::{DueEntry, SqliteStore};
 
 /// Where pending wake-ups come from when the in-memory set runs dry.
@@ -30,7 +30,7 @@ pub trait DueSource: Send + Sync + 'static {
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError>;
+    ) -> Result<Vec<DueEntry>, PortError>;
 }
 
 #[async_trait]
@@ -39,7 +39,7 @@ impl DueSource for SqliteStore {
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError> {
+    ) -> Result<Vec<DueEntry>, PortError> {
         SqliteStore::due_after(self, after, limit).await
     }
 }
@@ -103,7 +103,7 @@ impl LocalWaker {
         self.state.lock().await.set.len()
     }
 
-    async fn refill(&self, state: &mut State, source: &dyn DueSource) -> Result<(), StoreError> {
+    async fn refill(&self, state: &mut State, source: &dyn DueSource) -> Result<(), PortError> {
         let after = match state.horizon {
             Horizon::All => return Ok(()),
             Horizon::Unloaded => None,
@@ -203,7 +203,7 @@ impl LocalWaker {
 
 #[async_trait]
 impl Waker for LocalWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         let mut state = self.state.lock().await;
         if state.horizon.covers(at, wake.task_id) {
             state.set.insert((at, wake.task_id, wake.attempt));
@@ -223,7 +223,7 @@ impl Waker for LocalWaker {
         Ok(())
     }
 
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         self.state
             .lock()
             .await
@@ -251,7 +251,7 @@ mod tests {
             &self,
             after: Option<(DateTime<Utc>, TaskId)>,
             limit: usize,
-        ) -> Result<Vec<DueEntry>, StoreError> {
+        ) -> Result<Vec<DueEntry>, PortError> {
             let mut all = self.0.lock().unwrap().clone();
             all.sort_by_key(|e| (e.at, e.wake.task_id));
             Ok(all
