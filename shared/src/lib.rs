@@ -9,6 +9,7 @@
 //! - [`store`]: task stores (SQLite locally, DynamoDB on AWS).
 //! - [`wake`]: wake-up adapters (the in-process timer locally, Scheduler + SQS on AWS).
 //! - [`webhook`]: the HTTP client that delivers.
+//! - [`dead_letters`]: the SQS dead-letter queue (AWS).
 //! - [`local`]: the local host: configuration and wiring for `serve`.
 //! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
 //!
@@ -23,6 +24,8 @@ mod aws_error;
 #[cfg(all(feature = "aws", any(test, feature = "test-support")))]
 pub mod aws_testing;
 mod config;
+#[cfg(feature = "aws")]
+pub mod dead_letters;
 pub mod domain;
 #[cfg(test)]
 pub(crate) mod fakes;

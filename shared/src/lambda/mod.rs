@@ -27,11 +27,12 @@ pub use event::{HttpApiRequest, Invocation, SqsRecord};
 
 use crate::api::{self, Auth};
 use crate::app::{AppError, Fired, Ports, Scheduler};
+use crate::dead_letters::AwsDeadLetters;
 use crate::domain::{Next, TaskId, WakeUp};
 use crate::metrics::EmfMetrics;
 use crate::ports::{Clock, SystemClock};
 use crate::store::DynamoStore;
-use crate::wake::aws::{AwsDeadLetters, AwsWaker, AwsWakerConfig};
+use crate::wake::aws::{AwsWaker, AwsWakerConfig};
 use crate::webhook::{
     HttpWebhookClient, Signer, guard::TargetGuard, signing::StandardWebhooksSigner,
 };

@@ -5,5 +5,5 @@ pub mod aws;
 pub mod local;
 
 #[cfg(feature = "aws")]
-pub use aws::{AwsDeadLetters, AwsWaker};
+pub use aws::AwsWaker;
 pub use local::{DueSource, LocalWaker};
