@@ -11,7 +11,8 @@ use crate::api::{self, Auth};
 use crate::app::{Ports, Scheduler};
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task, WakeUp};
 use crate::ports::{
-    AllowAllTargets, Clock, DeadLetters, NoMetrics, PortError, TargetPolicy, Waker, WebhookClient,
+    AllowAllTargets, Clock, DeadLetters, NoMetrics, PortError, TargetPolicy, TargetRefused, Waker,
+    WebhookClient,
 };
 use crate::store::SqliteStore;
 
@@ -108,9 +109,9 @@ pub struct BlockHost;
 
 #[async_trait]
 impl TargetPolicy for BlockHost {
-    async fn check(&self, url: &url::Url) -> Result<(), String> {
+    async fn check(&self, url: &url::Url) -> Result<(), TargetRefused> {
         if url.host_str() == Some("blocked.example") {
-            Err("blocked.example is not allowed".into())
+            Err(TargetRefused("blocked.example is not allowed".into()))
         } else {
             Ok(())
         }

@@ -120,8 +120,14 @@ pub trait Metrics: Send + Sync + 'static {
 /// (the SSRF guard plugs in here). The default allows every target.
 #[async_trait]
 pub trait TargetPolicy: Send + Sync + 'static {
-    async fn check(&self, url: &url::Url) -> Result<(), String>;
+    async fn check(&self, url: &url::Url) -> Result<(), TargetRefused>;
 }
+
+/// A target a [`TargetPolicy`] refused, with the policy's reason (shown to the API caller
+/// and kept in the attempt's record).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct TargetRefused(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// The wall clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,7 +182,7 @@ pub struct AllowAllTargets;
 
 #[async_trait]
 impl TargetPolicy for AllowAllTargets {
-    async fn check(&self, _url: &url::Url) -> Result<(), String> {
+    async fn check(&self, _url: &url::Url) -> Result<(), TargetRefused> {
         Ok(())
     }
 }

@@ -108,7 +108,7 @@ impl Scheduler {
         p.targets
             .check(&url)
             .await
-            .map_err(|m| ValidationError::new("payload.url", m))?;
+            .map_err(|refused| ValidationError::new("payload.url", refused.to_string()))?;
         let (key, hash) = cmd
             .idempotency
             .map_or((None, None), |(k, h)| (Some(k), Some(h)));

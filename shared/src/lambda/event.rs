@@ -169,6 +169,23 @@ pub struct IamAuthorizer {
     pub user_arn: Option<String>,
 }
 
+/// Why an API Gateway request cannot become an `http::Request` (answered with a 400).
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidRequest {
+    #[error("invalid HTTP method")]
+    Method,
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("invalid value for header {0}")]
+    HeaderValue(HeaderName),
+    #[error("invalid cookie")]
+    Cookie,
+    #[error("body is not valid base64")]
+    Base64Body,
+    #[error("invalid request: {0}")]
+    Request(#[from] http::Error),
+}
+
 impl HttpApiRequest {
     /// The IAM principal API Gateway verified, if any. Only ever from the authorizer
     /// context: headers and body are the caller's to forge.
@@ -185,10 +202,10 @@ impl HttpApiRequest {
 
     /// The `http::Request` the router sees, with the [`Caller`] extension when IAM-signed
     /// (without it the router answers 401).
-    pub fn into_http(self) -> Result<Request<Body>, String> {
+    pub fn into_http(self) -> Result<Request<Body>, InvalidRequest> {
         let caller = self.caller();
         let method = Method::from_bytes(self.request_context.http.method.as_bytes())
-            .map_err(|_| "invalid HTTP method".to_owned())?;
+            .map_err(|_| InvalidRequest::Method)?;
         let path = self
             .raw_path
             .or(self.request_context.http.path)
@@ -201,28 +218,28 @@ impl HttpApiRequest {
         let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in self.headers.unwrap_or_default() {
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name {name:?}"))?;
+                .map_err(|_| InvalidRequest::HeaderName(name))?;
             let value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("invalid value for header {name}"))?;
+                .map_err(|_| InvalidRequest::HeaderValue(name.clone()))?;
             builder = builder.header(name, value);
         }
         // Payload format 2.0 moves cookies out of the headers.
         if let Some(cookies) = self.cookies.filter(|c| !c.is_empty()) {
             builder = builder.header(
                 header::COOKIE,
-                HeaderValue::from_str(&cookies.join("; ")).map_err(|_| "invalid cookie")?,
+                HeaderValue::from_str(&cookies.join("; ")).map_err(|_| InvalidRequest::Cookie)?,
             );
         }
         let body = match self.body {
             None => Vec::new(),
             Some(b) if self.is_base64_encoded => STANDARD
                 .decode(b.as_bytes())
-                .map_err(|_| "body is not valid base64".to_owned())?,
+                .map_err(|_| InvalidRequest::Base64Body)?,
             Some(b) => b.into_bytes(),
         };
         let mut request = builder
             .body(Body::from(body))
-            .map_err(|e| format!("invalid request: {e}"))?;
+            .map_err(InvalidRequest::Request)?;
         if let Some(owner) = caller {
             request.extensions_mut().insert(Caller(owner));
         }

@@ -17,6 +17,7 @@ mod event;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -145,7 +146,7 @@ impl LambdaHost {
             Ok(r) => r,
             Err(reason) => {
                 warn!(%reason, "malformed API Gateway request");
-                return event::error_response(400, "invalid_request", &reason);
+                return event::error_response(400, "invalid_request", &reason.to_string());
             }
         };
         let response = match self.router.clone().oneshot(request).await {
@@ -241,7 +242,12 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
     );
     // On AWS the default is public targets only: the function runs next to the instance
     // metadata service and the VPC. SCHEDULER_ALLOWED_TARGETS widens it deliberately.
-    let targets = TargetGuard::from_env("").map_err(|e| anyhow::anyhow!(e))?;
+    let targets =
+        TargetGuard::parse_allowed(&std::env::var("SCHEDULER_ALLOWED_TARGETS").unwrap_or_default())
+            .map_err(|e| ConfigError::Invalid {
+                name: "SCHEDULER_ALLOWED_TARGETS",
+                reason: e.to_string(),
+            })?;
     let signer: Option<Arc<dyn Signer>> = match &config.signing_secret_arn {
         Some(arn) => Some(Arc::new(signer_from_secret(&sdk, arn).await?)),
         None => {
@@ -250,7 +256,7 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
         }
     };
     let webhook = HttpWebhookClient::guarded(clock.clone(), signer, targets.clone())
-        .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        .context("building the HTTP client")?;
     let host = LambdaHost::new(Ports {
         store: Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
@@ -278,17 +284,12 @@ async fn signer_from_secret(
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "secretsmanager GetSecretValue {arn}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-            )
-        })?;
-    let secret = value.secret_string().ok_or_else(|| {
-        anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: the secret has no string value")
-    })?;
-    StandardWebhooksSigner::parse(secret)
-        .map_err(|e| anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: {e}"))
+        .map_err(|e| crate::aws_error::sdk_error("secretsmanager GetSecretValue", &e))
+        .with_context(|| format!("SIGNING_SECRET_ARN {arn}"))?;
+    let secret = value
+        .secret_string()
+        .with_context(|| format!("SIGNING_SECRET_ARN {arn}: the secret has no string value"))?;
+    StandardWebhooksSigner::parse(secret).with_context(|| format!("SIGNING_SECRET_ARN {arn}"))
 }
 
 /// Runs the function until the runtime stops it. Configuration errors end the cold start

@@ -107,17 +107,17 @@ impl LocalConfig {
         let targets = TargetGuard::parse_allowed(
             &get("SCHEDULER_ALLOWED_TARGETS").unwrap_or_else(|| LOCAL_DEFAULT_ALLOWED.into()),
         )
-        .map_err(|reason| ConfigError::Invalid {
+        .map_err(|e| ConfigError::Invalid {
             name: "SCHEDULER_ALLOWED_TARGETS",
-            reason,
+            reason: e.to_string(),
         })?;
         let signing_secret = match get("SCHEDULER_SIGNING_SECRET").filter(|s| !s.trim().is_empty())
         {
             None => None,
             Some(s) => Some(Arc::new(StandardWebhooksSigner::parse(&s).map_err(
-                |reason| ConfigError::Invalid {
+                |e| ConfigError::Invalid {
                     name: "SCHEDULER_SIGNING_SECRET",
-                    reason,
+                    reason: e.to_string(),
                 },
             )?)),
         };

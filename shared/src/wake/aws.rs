@@ -107,20 +107,28 @@ pub fn unqualified(arn: &str) -> &str {
     }
 }
 
+/// A schedule name Scheduler would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schedule name {0:?}: 1-64 of [0-9a-zA-Z-_.]")]
+pub struct InvalidScheduleName(String);
+
+/// A schedule expression Scheduler would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schedule expression {0:?}: want at(yyyy-mm-ddThh:mm:ss)")]
+pub struct InvalidAtExpression(String);
+
 /// A schedule name Scheduler accepts: 1 to 64 of `[0-9a-zA-Z-_.]`. (moto accepts anything,
 /// so the project checks before sending.)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleName(String);
 
 impl ScheduleName {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidScheduleName> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if (1..=64).contains(&s.len()) && s.chars().all(ok_char) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "invalid schedule name {s:?}: 1-64 of [0-9a-zA-Z-_.]"
-            ))
+            Err(InvalidScheduleName(s.to_owned()))
         }
     }
 
@@ -147,8 +155,8 @@ impl AtExpression {
 
     /// Parses and checks an expression the way Scheduler would: the exact shape, a real
     /// date and time.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid schedule expression {s:?}: want at(yyyy-mm-ddThh:mm:ss)");
+    pub fn parse(s: &str) -> Result<Self, InvalidAtExpression> {
+        let bad = || InvalidAtExpression(s.to_owned());
         let inner = s
             .strip_prefix("at(")
             .and_then(|r| r.strip_suffix(')'))
@@ -281,8 +289,8 @@ impl AwsWaker {
         })?;
         // Check what moto would not.
         let text = expression.to_expression();
-        AtExpression::parse(&text).map_err(PortError::Unavailable)?;
-        ScheduleName::parse(name.as_str()).map_err(PortError::Unavailable)?;
+        AtExpression::parse(&text).map_err(|e| PortError::Unavailable(e.to_string()))?;
+        ScheduleName::parse(name.as_str()).map_err(|e| PortError::Unavailable(e.to_string()))?;
         let target = built(
             Target::builder()
                 .arn(arn)

@@ -20,7 +20,33 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use url::{Host, Url};
 
-use crate::ports::TargetPolicy;
+use crate::ports::{TargetPolicy, TargetRefused};
+
+/// Why the guard refused a target, or could not check it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(
+        "{name} resolves to {ip}, which is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
+    )]
+    ResolvesTo { name: String, ip: IpAddr },
+    #[error(
+        "{0} is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
+    )]
+    NotPublic(IpAddr),
+    #[error("{0}: name resolution timed out")]
+    ResolutionTimedOut(String),
+    #[error("{host}: cannot resolve ({reason})")]
+    Unresolvable { host: String, reason: String },
+    #[error("{0}: resolves to no address")]
+    NoAddress(String),
+    #[error("the URL names no host")]
+    NoHost,
+}
+
+/// An entry of an allowed-targets list that is neither a CIDR nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a CIDR such as 10.0.0.0/8")]
+pub struct NotACidr(pub String);
 
 /// Special-purpose IPv4 blocks (IANA registry) that are never "public".
 const V4_SPECIAL: [&str; 15] = [
@@ -129,26 +155,16 @@ impl TargetGuard {
     }
 
     /// Parses `SCHEDULER_ALLOWED_TARGETS`-style text: comma-separated CIDRs (or addresses).
-    pub fn parse_allowed(s: &str) -> Result<Self, String> {
+    pub fn parse_allowed(s: &str) -> Result<Self, NotACidr> {
         let mut allowed = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let net = item
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    format!("SCHEDULER_ALLOWED_TARGETS: {item} is not a CIDR such as 10.0.0.0/8")
-                })?;
+                .map_err(|_| NotACidr(item.to_owned()))?;
             allowed.push(net);
         }
         Ok(Self::allowing(allowed))
-    }
-
-    /// `SCHEDULER_ALLOWED_TARGETS` when set (even empty), else `default` (CIDR text).
-    pub fn from_env(default: &str) -> Result<Self, String> {
-        match std::env::var("SCHEDULER_ALLOWED_TARGETS") {
-            Ok(v) => Self::parse_allowed(&v),
-            Err(_) => Self::parse_allowed(default),
-        }
     }
 
     pub fn is_public(&self, ip: IpAddr) -> bool {
@@ -165,22 +181,26 @@ impl TargetGuard {
                 .any(|n| n.contains(&judged) || n.contains(&ip))
     }
 
-    fn refusal(&self, what: &str, ip: IpAddr) -> String {
-        format!(
-            "{what} resolves to {ip}, which is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
-        )
+    fn refusal(&self, name: &str, ip: IpAddr) -> Refusal {
+        Refusal::ResolvesTo {
+            name: name.to_owned(),
+            ip,
+        }
     }
 
     /// Resolves `host:port` and keeps only allowed addresses; an error if none is left.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
         if is_localhost_name(host) && !self.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
             return Err(self.refusal(host, IpAddr::V4(Ipv4Addr::LOCALHOST)));
         }
         let found: Vec<SocketAddr> =
             tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
                 .await
-                .map_err(|_| format!("{host}: name resolution timed out"))?
-                .map_err(|e| format!("{host}: cannot resolve ({e})"))?
+                .map_err(|_| Refusal::ResolutionTimedOut(host.to_owned()))?
+                .map_err(|e| Refusal::Unresolvable {
+                    host: host.to_owned(),
+                    reason: e.to_string(),
+                })?
                 .collect();
         let allowed: Vec<SocketAddr> = found
             .iter()
@@ -189,14 +209,14 @@ impl TargetGuard {
             .collect();
         match (allowed.is_empty(), found.first()) {
             (true, Some(first)) => Err(self.refusal(host, first.ip())),
-            (true, None) => Err(format!("{host}: resolves to no address")),
+            (true, None) => Err(Refusal::NoAddress(host.to_owned())),
             (false, _) => Ok(allowed),
         }
     }
 
     /// The creation-time check. A name that does not resolve now is accepted (it is checked
     /// again at delivery); a name that resolves to any refused address is not.
-    pub async fn check_url(&self, url: &Url) -> Result<(), String> {
+    pub async fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         let port = url.port_or_known_default().unwrap_or(443);
         match url.host() {
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
@@ -220,25 +240,25 @@ impl TargetGuard {
                 }
                 Ok(())
             }
-            None => Err("the URL names no host".into()),
+            None => Err(Refusal::NoHost),
         }
     }
 
-    fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.allows(ip) {
             Ok(())
         } else {
-            Err(format!(
-                "{ip} is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
-            ))
+            Err(Refusal::NotPublic(ip))
         }
     }
 }
 
 #[async_trait]
 impl TargetPolicy for TargetGuard {
-    async fn check(&self, url: &Url) -> Result<(), String> {
-        self.check_url(url).await
+    async fn check(&self, url: &Url) -> Result<(), TargetRefused> {
+        self.check_url(url)
+            .await
+            .map_err(|refusal| TargetRefused(Box::new(refusal)))
     }
 }
 
@@ -246,7 +266,7 @@ impl TargetPolicy for TargetGuard {
 /// and fails the attempt for good instead of retrying.
 #[derive(Debug, thiserror::Error)]
 #[error("target refused: {0}")]
-pub struct Refused(pub String);
+pub struct Refused(pub Refusal);
 
 /// reqwest's resolver, filtered by the guard: the client connects only to addresses the
 /// guard returned.
@@ -308,7 +328,10 @@ mod tests {
         for raw in HOSTILE {
             let url = WebhookUrl::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
             let err = guard.check_url(url.as_url()).await.expect_err(raw);
-            assert!(err.contains("not a public address"), "{raw}: {err}");
+            assert!(
+                err.to_string().contains("not a public address"),
+                "{raw}: {err}"
+            );
         }
     }
 

@@ -19,6 +19,20 @@ pub const PREFIX: &str = "whsec_";
 /// Where a local scheduler keeps the secret it generated, inside its data directory.
 pub const SECRET_FILE: &str = "signing-secret";
 
+/// A signing secret that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSecret {
+    #[error("a whsec_ secret is not valid base64")]
+    NotBase64,
+    #[error("a signing secret must carry at least {MIN_KEY_BYTES} bytes")]
+    TooShort,
+    #[error("no signing secret given")]
+    Empty,
+}
+
+/// The shortest key accepted: the Standard Webhooks libraries require 24 bytes.
+const MIN_KEY_BYTES: usize = 24;
+
 /// Why the secret file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretFileError {
@@ -33,7 +47,10 @@ pub enum SecretFileError {
         source: std::io::Error,
     },
     #[error("{}: {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        path: PathBuf,
+        reason: InvalidSecret,
+    },
 }
 
 pub struct StandardWebhooksSigner {
@@ -49,22 +66,20 @@ impl std::fmt::Debug for StandardWebhooksSigner {
 impl StandardWebhooksSigner {
     /// Parses comma-separated secrets, the newest first. `whsec_<base64>` is decoded; a value
     /// without the prefix (e.g. a generated AWS Secrets Manager string) is used as raw bytes.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidSecret> {
         let mut keys = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let key = match item.strip_prefix(PREFIX) {
-                Some(b64) => STANDARD
-                    .decode(b64)
-                    .map_err(|_| "a whsec_ secret is not valid base64".to_owned())?,
+                Some(b64) => STANDARD.decode(b64).map_err(|_| InvalidSecret::NotBase64)?,
                 None => item.as_bytes().to_vec(),
             };
-            if key.len() < 24 {
-                return Err("a signing secret must carry at least 24 bytes".into());
+            if key.len() < MIN_KEY_BYTES {
+                return Err(InvalidSecret::TooShort);
             }
             keys.push(key);
         }
         if keys.is_empty() {
-            return Err("no signing secret given".into());
+            return Err(InvalidSecret::Empty);
         }
         Ok(Self { keys })
     }
