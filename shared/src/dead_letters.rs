@@ -12,18 +12,18 @@ use crate::ports::{DeadLetters, PortError};
 
 /// The dead letter sent to the DLQ when a task's last attempt fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetterMessage {
-    pub kind: String,
-    pub task_id: TaskId,
-    pub owner: String,
-    pub url: String,
-    pub attempts: u32,
-    pub last_error: String,
-    pub failed_at: DateTime<Utc>,
+pub(crate) struct DeadLetterMessage {
+    pub(crate) kind: String,
+    pub(crate) task_id: TaskId,
+    pub(crate) owner: String,
+    pub(crate) url: String,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: String,
+    pub(crate) failed_at: DateTime<Utc>,
 }
 
 impl DeadLetterMessage {
-    pub fn of(task: &Task) -> Self {
+    pub(crate) fn of(task: &Task) -> Self {
         let dl = task.dead_letter.clone();
         Self {
             kind: "dead_letter".into(),
@@ -43,13 +43,13 @@ impl DeadLetterMessage {
 
 /// [`DeadLetters`] on the SQS dead-letter queue.
 #[derive(Clone)]
-pub struct AwsDeadLetters {
+pub(crate) struct AwsDeadLetters {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
 }
 
 impl AwsDeadLetters {
-    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+    pub(crate) fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         Self {
             sqs,
             queue_url: queue_url.into(),

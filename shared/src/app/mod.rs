@@ -22,18 +22,19 @@ mod tests;
 
 /// How early a wake-up that knows its due time may arrive and still be fired by waiting:
 /// the delay queue's granularity (`DelaySeconds` counts whole seconds, rounded down).
-pub const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+#[cfg_attr(not(feature = "aws"), allow(dead_code, reason = "used by fire_due"))]
+pub(crate) const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
 /// When a wake-up whose firing failed (the store or the waker was unavailable) is tried
 /// again by [`Scheduler::fire_or_rearm`]: past the longest lease (the 30 s maximum webhook
 /// timeout plus [`Task::LEASE_GRACE`], and a second), so an attempt the failure left
 /// `running` can be re-claimed by then.
-pub const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
+pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
 /// Errors of the use cases, mapped to HTTP once in `api` and to retryable/permanent once
 /// at the Lambda boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("task not found")]
@@ -52,27 +53,27 @@ impl From<PortError> for AppError {
 
 /// Everything the use cases need from the outside world.
 #[derive(Clone)]
-pub struct Ports {
-    pub store: Arc<dyn TaskStore>,
-    pub waker: Arc<dyn Waker>,
-    pub webhook: Arc<dyn WebhookClient>,
-    pub clock: Arc<dyn Clock>,
-    pub dead_letters: Arc<dyn DeadLetters>,
-    pub metrics: Arc<dyn Metrics>,
-    pub targets: Arc<dyn TargetPolicy>,
+pub(crate) struct Ports {
+    pub(crate) store: Arc<dyn TaskStore>,
+    pub(crate) waker: Arc<dyn Waker>,
+    pub(crate) webhook: Arc<dyn WebhookClient>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dead_letters: Arc<dyn DeadLetters>,
+    pub(crate) metrics: Arc<dyn Metrics>,
+    pub(crate) targets: Arc<dyn TargetPolicy>,
 }
 
 /// A create request after parsing: who asks, what, and the idempotency key with the hash
 /// of the request it came with.
 #[derive(Debug, Clone)]
-pub struct CreateCommand {
-    pub owner: Owner,
-    pub task: NewTask,
-    pub idempotency: Option<(IdempotencyKey, String)>,
+pub(crate) struct CreateCommand {
+    pub(crate) owner: Owner,
+    pub(crate) task: NewTask,
+    pub(crate) idempotency: Option<(IdempotencyKey, String)>,
 }
 
 #[derive(Debug)]
-pub enum Created {
+pub(crate) enum Created {
     New(Task),
     /// An idempotent repeat: the task created by the first request.
     Existing(Task),
@@ -80,7 +81,7 @@ pub enum Created {
 
 /// What a wake-up led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fired {
+pub(crate) enum Fired {
     Delivered(Next),
     /// Woke before the attempt was due (or found a lost wake-up): armed again.
     Rearmed,
@@ -89,20 +90,20 @@ pub enum Fired {
 }
 
 #[derive(Clone)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     ports: Ports,
 }
 
 impl Scheduler {
-    pub fn new(ports: Ports) -> Self {
+    pub(crate) fn new(ports: Ports) -> Self {
         Self { ports }
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.ports.clock.now()
     }
 
-    pub async fn create(&self, cmd: CreateCommand) -> Result<Created, AppError> {
+    pub(crate) async fn create(&self, cmd: CreateCommand) -> Result<Created, AppError> {
         let p = &self.ports;
         let url = cmd.task.action.webhook().url.as_url().clone();
         p.targets
@@ -141,7 +142,7 @@ impl Scheduler {
         }
     }
 
-    pub async fn get(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn get(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         match self.ports.store.get(id).await? {
             // Another owner's task is indistinguishable from a missing one.
             Some(t) if &t.owner == owner => Ok(t),
@@ -149,11 +150,11 @@ impl Scheduler {
         }
     }
 
-    pub async fn list(&self, query: &ListQuery) -> Result<Page, AppError> {
+    pub(crate) async fn list(&self, query: &ListQuery) -> Result<Page, AppError> {
         Ok(self.ports.store.list(query).await?)
     }
 
-    pub async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         let task = self.transition(owner, id, |t, now| t.cancel(now)).await?;
         let wake = WakeUp {
             task_id: id,
@@ -168,7 +169,7 @@ impl Scheduler {
         Ok(task)
     }
 
-    pub async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         let task = self
             .transition(owner, id, |t, now| t.retry_failed(now))
             .await?;
@@ -211,7 +212,11 @@ impl Scheduler {
     /// arrive up to one second ahead) waits out the rest and fires on time. An earlier one
     /// (EventBridge Scheduler fires anywhere in its minute, set two minutes ahead) is
     /// re-armed for the remaining time straight away, without a store round trip.
-    pub async fn fire_due(
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the Lambda host's use case")
+    )]
+    pub(crate) async fn fire_due(
         &self,
         wake: WakeUp,
         due: Option<DateTime<Utc>>,
@@ -231,7 +236,11 @@ impl Scheduler {
 
     /// Fires whichever attempt of task `id` is current: the original design's execution
     /// event names a task, not an attempt. A task that does not exist is `NotFound`.
-    pub async fn fire_task(&self, id: TaskId) -> Result<(WakeUp, Fired), AppError> {
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the Lambda host's use case")
+    )]
+    pub(crate) async fn fire_task(&self, id: TaskId) -> Result<(WakeUp, Fired), AppError> {
         let task = self.ports.store.get(id).await?.ok_or(AppError::NotFound)?;
         let wake = WakeUp {
             task_id: id,
@@ -246,7 +255,7 @@ impl Scheduler {
     /// [`RETRY_FAILED_WAKE`] later, when any lease it may hold has expired and the attempt
     /// can be re-claimed, rather than waiting for the next start. (On AWS the invocation's
     /// own retry plays this part.)
-    pub async fn fire_or_rearm(&self, wake: WakeUp) {
+    pub(crate) async fn fire_or_rearm(&self, wake: WakeUp) {
         if let Err(e) = self.fire(wake).await {
             let again = self.now() + RETRY_FAILED_WAKE;
             error!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, retry_at = %again, "wake-up failed");
@@ -260,7 +269,7 @@ impl Scheduler {
     /// start-up every task `running` was claimed by a process that died, so waiting out its
     /// lease would only delay the attempt (delivery is at-least-once). A task that changed
     /// meanwhile is left to whoever changed it. Returns how many were released.
-    pub async fn recover_leases(&self, scan: &dyn TaskScan) -> Result<usize, AppError> {
+    pub(crate) async fn recover_leases(&self, scan: &dyn TaskScan) -> Result<usize, AppError> {
         let now = self.now();
         let mut recovered = 0;
         for task in scan.running().await? {
@@ -281,7 +290,7 @@ impl Scheduler {
     /// Handles a wake-up: claim the attempt conditionally, deliver, record, then arm the
     /// retry or dead-letter the task. A duplicate wake-up loses the claim and delivers
     /// nothing.
-    pub async fn fire(&self, wake: WakeUp) -> Result<Fired, AppError> {
+    pub(crate) async fn fire(&self, wake: WakeUp) -> Result<Fired, AppError> {
         let span = info_span!("fire", task_id = %wake.task_id, attempt = wake.attempt);
         self.fire_inner(wake).instrument(span).await
     }

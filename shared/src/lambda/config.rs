@@ -1,27 +1,27 @@
 //! The Lambda host's configuration: environment only, checked at cold start.
 
-pub use crate::config::ConfigError;
+pub(crate) use crate::config::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsConfig {
-    pub table_name: String,
-    pub schedule_group: String,
-    pub scheduler_role_arn: String,
-    pub delay_queue_url: String,
-    pub dlq_arn: String,
-    pub dlq_url: String,
+pub(crate) struct AwsConfig {
+    pub(crate) table_name: String,
+    pub(crate) schedule_group: String,
+    pub(crate) scheduler_role_arn: String,
+    pub(crate) delay_queue_url: String,
+    pub(crate) dlq_arn: String,
+    pub(crate) dlq_url: String,
     /// Days a finished task is kept before its TTL removes it (`TASK_RETENTION_DAYS`).
-    pub retention_days: u32,
+    pub(crate) retention_days: u32,
     /// The webhook signing secret (signing arrives in a later issue; validated already).
-    pub signing_secret_arn: Option<String>,
+    pub(crate) signing_secret_arn: Option<String>,
 }
 
 impl AwsConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |name: &'static str| {
             get(name)
                 .map(|v| v.trim().to_owned())

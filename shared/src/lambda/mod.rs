@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing::{error, info, warn};
 
-pub use config::{AwsConfig, ConfigError};
-pub use event::{HttpApiRequest, Invocation, SqsRecord};
+pub(crate) use config::{AwsConfig, ConfigError};
+pub(crate) use event::{HttpApiRequest, Invocation, SqsRecord};
 
 use crate::api::{self, Auth};
 use crate::app::{AppError, Fired, Ports, Scheduler};
@@ -40,7 +40,7 @@ use crate::webhook::{
 
 /// Why an invocation failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
-pub enum InvocationError {
+pub(crate) enum InvocationError {
     #[error(
         "unrecognised event shape ({0}); expected an API Gateway HTTP API v2 request, a wake-up \
          {{\"kind\":\"wake\",...}}, an SQS batch or a custom.scheduler execution event"
@@ -56,7 +56,7 @@ pub enum InvocationError {
 
 impl InvocationError {
     /// Only a failing dependency is worth another try; a bad event stays bad.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
 }
@@ -91,13 +91,13 @@ fn handled(wake: WakeUp, fired: Fired) -> Value {
 
 /// Serves invocations: the router for HTTP, the scheduler for wake-ups.
 #[derive(Clone)]
-pub struct LambdaHost {
+pub(crate) struct LambdaHost {
     scheduler: Scheduler,
     router: Router,
 }
 
 impl LambdaHost {
-    pub fn new(ports: Ports) -> Self {
+    pub(crate) fn new(ports: Ports) -> Self {
         let scheduler = Scheduler::new(ports);
         Self {
             router: api::router(scheduler.clone(), Auth::Host),
@@ -106,7 +106,7 @@ impl LambdaHost {
     }
 
     /// Handles one payload; `Ok` is the response to return.
-    pub async fn handle(&self, payload: &Value) -> Result<Value, InvocationError> {
+    pub(crate) async fn handle(&self, payload: &Value) -> Result<Value, InvocationError> {
         match Invocation::from_json(payload)? {
             Invocation::Http(req) => Ok(self.http(*req).await),
             Invocation::Wake(wake, due) => self.wake(wake, due).await,
@@ -127,7 +127,7 @@ impl LambdaHost {
 
     /// [`handle`](Self::handle) for the runtime: non-retryable errors are logged and
     /// acknowledged, retryable ones returned so that the invocation is retried.
-    pub async fn invoke(&self, payload: &Value) -> Result<Value, InvocationError> {
+    pub(crate) async fn invoke(&self, payload: &Value) -> Result<Value, InvocationError> {
         match self.handle(payload).await {
             Ok(v) => Ok(v),
             Err(e) if e.is_retryable() => {
@@ -221,7 +221,7 @@ impl Clock for OffsetClock {
 }
 
 /// Builds the AWS host from the environment: clients once per cold start.
-pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, AwsWaker)> {
+pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, AwsWaker)> {
     // Honours AWS_ENDPOINT_URL (emulators), AWS_REGION and the function's role credentials.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock: Arc<dyn Clock> = match rehearsal_clock_offset()? {

@@ -14,34 +14,34 @@ use crate::webhook::{
 
 /// Where `serve` listens when neither `--listen` nor `PORT` says: loopback, so an
 /// unauthenticated API is never reachable from another machine by default.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 /// The data directory when `SCHEDULER_DATA_DIR` is unset: beside where `make dev` runs.
-pub const DEFAULT_DATA_DIR: &str = ".scheduler";
+pub(crate) const DEFAULT_DATA_DIR: &str = ".scheduler";
 /// Deliveries in flight at once (`SCHEDULER_MAX_CONCURRENCY`): enough to keep a slow
 /// receiver from holding up the rest, few enough for the default open-files limit.
-pub const DEFAULT_MAX_CONCURRENCY: usize = 256;
+pub(crate) const DEFAULT_MAX_CONCURRENCY: usize = 256;
 const MAX_CONCURRENCY: RangeInclusive<usize> = 1..=10_000;
 /// Wake-ups the timer keeps in memory (`SCHEDULER_TIMER_CAPACITY`); the rest wait on disk.
-pub const DEFAULT_TIMER_CAPACITY: usize = 100_000;
+pub(crate) const DEFAULT_TIMER_CAPACITY: usize = 100_000;
 const TIMER_CAPACITY: RangeInclusive<usize> = 100..=10_000_000;
 /// Requests per second per owner (`SCHEDULER_RATE_LIMIT`); 0 turns the limit off.
-pub const DEFAULT_RATE_LIMIT: u32 = 1000;
+pub(crate) const DEFAULT_RATE_LIMIT: u32 = 1000;
 const RATE_LIMIT: RangeInclusive<usize> = 0..=1_000_000;
 
 /// Configuration of `serve`, from the environment (and `--listen`).
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub tokens: Vec<ApiToken>,
-    pub max_concurrency: usize,
-    pub timer_capacity: usize,
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) tokens: Vec<ApiToken>,
+    pub(crate) max_concurrency: usize,
+    pub(crate) timer_capacity: usize,
     /// Which non-public targets may be called (`SCHEDULER_ALLOWED_TARGETS`).
-    pub targets: TargetGuard,
+    pub(crate) targets: TargetGuard,
     /// `SCHEDULER_SIGNING_SECRET`; when unset a secret is generated into the data directory.
-    pub signing_secret: Option<Arc<StandardWebhooksSigner>>,
+    pub(crate) signing_secret: Option<Arc<StandardWebhooksSigner>>,
     /// Requests per second per owner (`SCHEDULER_RATE_LIMIT`, 0 = unlimited); burst twice that.
-    pub rate_limit: u32,
+    pub(crate) rate_limit: u32,
 }
 
 /// An integer variable within `range`, or `default` when unset.
@@ -80,7 +80,7 @@ impl LocalConfig {
     }
 
     /// `listen` (the `--listen` flag) wins over `PORT`; both default to [`DEFAULT_LISTEN`].
-    pub fn from_lookup(
+    pub(crate) fn from_lookup(
         listen: Option<String>,
         get: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
@@ -151,7 +151,7 @@ impl LocalConfig {
     }
 
     /// Without tokens the API is open; that is only acceptable on this machine.
-    pub fn auth(&self) -> anyhow::Result<Auth> {
+    pub(crate) fn auth(&self) -> anyhow::Result<Auth> {
         if !self.tokens.is_empty() {
             return Ok(Auth::Bearer(self.tokens.clone()));
         }

@@ -56,8 +56,8 @@ use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, Task
 
 type Item = HashMap<String, AttributeValue>;
 
-pub const INDEX_BY_OWNER: &str = "by_owner";
-pub const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
+pub(crate) const INDEX_BY_OWNER: &str = "by_owner";
+pub(crate) const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
 
 /// The task as DynamoDB holds it. Field names are the table's attribute names.
 #[derive(Debug, Serialize, Deserialize)]
@@ -242,9 +242,9 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+    pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
 
-    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+    pub(crate) fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
         Self {
             client,
             table: table.into(),
@@ -254,6 +254,7 @@ impl DynamoStore {
 
     /// Creates the table exactly as the CDK app does (for emulators and tests; the deployed
     /// table belongs to the stack). Real DynamoDB needs a wait for ACTIVE after this.
+    // Public only for integration-tests until the harness work moves it (see lib.rs).
     pub async fn create_table(client: &Client, table: &str) -> Result<(), PortError> {
         let key = |name: &str, kind| {
             KeySchemaElement::builder()

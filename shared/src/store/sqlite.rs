@@ -30,13 +30,13 @@ type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
 /// A task that needs the timer: its wake-up and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueEntry {
-    pub at: DateTime<Utc>,
-    pub wake: WakeUp,
+pub(crate) struct DueEntry {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) wake: WakeUp,
 }
 
 #[derive(Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -230,7 +230,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, PortError> {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread. The store
     /// owns `dir`: it holds an exclusive lock on `dir/lock` (see [`lock_dir`]).
-    pub fn open(dir: &Path) -> Result<Self, PortError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, PortError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| PortError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
         let lock = lock_dir(dir)?;
@@ -252,7 +252,7 @@ impl SqliteStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
@@ -309,7 +309,7 @@ impl SqliteStore {
 
     /// Tasks the timer must look at (scheduled, or running under a lease), in wake-up
     /// order, strictly after `after`. Pages the timer's horizon in from disk.
-    pub async fn due_after(
+    pub(crate) async fn due_after(
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
@@ -350,7 +350,7 @@ impl SqliteStore {
 
     /// Tasks waiting for the timer (scheduled, or running under a lease), counted on the
     /// wake-up index alone.
-    pub async fn pending(&self) -> Result<u64, PortError> {
+    pub(crate) async fn pending(&self) -> Result<u64, PortError> {
         self.read(|conn| {
             conn.query_row(
                 "SELECT count(*) FROM tasks INDEXED BY tasks_wake WHERE wake_at IS NOT NULL",
@@ -362,7 +362,11 @@ impl SqliteStore {
     }
 
     /// Counts tasks by status (for tests).
-    pub async fn count(&self, status: Option<crate::domain::Status>) -> Result<u64, PortError> {
+    #[cfg(test)]
+    pub(crate) async fn count(
+        &self,
+        status: Option<crate::domain::Status>,
+    ) -> Result<u64, PortError> {
         self.read(move |conn| match status {
             Some(s) => conn.query_row(
                 "SELECT count(*) FROM tasks WHERE status = ?1",

@@ -24,7 +24,7 @@ use crate::store::sqlite::{DueEntry, SqliteStore};
 
 /// Where pending wake-ups come from when the in-memory set runs dry.
 #[async_trait]
-pub trait DueSource: Send + Sync + 'static {
+pub(crate) trait DueSource: Send + Sync + 'static {
     /// Up to `limit` wake-ups strictly after `after`, in `(time, task id)` order.
     async fn due_after(
         &self,
@@ -44,7 +44,7 @@ impl DueSource for SqliteStore {
     }
 }
 
-pub type FireFn = Arc<dyn Fn(WakeUp) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type FireFn = Arc<dyn Fn(WakeUp) -> BoxFuture<'static, ()> + Send + Sync>;
 
 type Key = (DateTime<Utc>, TaskId, u32);
 
@@ -74,7 +74,7 @@ struct State {
     horizon: Horizon,
 }
 
-pub struct LocalWaker {
+pub(crate) struct LocalWaker {
     // A tokio mutex because a refill holds it across the page query: an `arm` racing the
     // refill must see the new horizon, or a wake-up committed just after the query would
     // be neither in memory nor after the horizon, and would never fire.
@@ -86,7 +86,7 @@ pub struct LocalWaker {
 
 impl LocalWaker {
     /// `capacity`: wake-ups kept in memory; `page`: how many to read per refill.
-    pub fn new(capacity: usize, page: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize, page: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 set: BTreeSet::new(),
@@ -99,7 +99,8 @@ impl LocalWaker {
     }
 
     /// Number of wake-ups held in memory.
-    pub async fn in_memory(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) async fn in_memory(&self) -> usize {
         self.state.lock().await.set.len()
     }
 
@@ -123,7 +124,7 @@ impl LocalWaker {
     }
 
     /// Runs the timer until `shutdown`, then waits up to `drain` for deliveries in flight.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         source: Arc<dyn DueSource>,
         clock: Arc<dyn Clock>,

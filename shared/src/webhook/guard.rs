@@ -24,7 +24,7 @@ use crate::ports::{TargetPolicy, TargetRefused};
 
 /// Why the guard refused a target, or could not check it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error(
         "{name} resolves to {ip}, which is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
     )]
@@ -46,7 +46,7 @@ pub enum Refusal {
 /// An entry of an allowed-targets list that is neither a CIDR nor an address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0} is not a CIDR such as 10.0.0.0/8")]
-pub struct NotACidr(pub String);
+pub(crate) struct NotACidr(pub String);
 
 /// Special-purpose IPv4 blocks (IANA registry) that are never "public".
 const V4_SPECIAL: [&str; 15] = [
@@ -87,7 +87,7 @@ const V6_SPECIAL: [&str; 12] = [
 /// What the local host allows besides public addresses by default: this machine and the
 /// private networks around it (it is your own machine). Not link-local: that is where cloud
 /// metadata lives.
-pub const LOCAL_DEFAULT_ALLOWED: &str =
+pub(crate) const LOCAL_DEFAULT_ALLOWED: &str =
     "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -98,7 +98,7 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
 
 /// Unwraps IPv6 forms that carry an IPv4 address: IPv4-mapped `::ffff:a.b.c.d`,
 /// IPv4-translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4 `2002:AABB:CCDD::`.
-pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
@@ -132,7 +132,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Allows public addresses and the operator's allowed CIDRs.
 #[derive(Debug, Clone)]
-pub struct TargetGuard {
+pub(crate) struct TargetGuard {
     special: Arc<Vec<IpNet>>,
     allowed: Arc<Vec<IpNet>>,
     resolve_timeout: Duration,
@@ -140,11 +140,12 @@ pub struct TargetGuard {
 
 impl TargetGuard {
     /// Public addresses only (the AWS host's default; `SCHEDULER_ALLOWED_TARGETS=""`).
-    pub fn public_only() -> Self {
+    #[cfg(test)]
+    pub(crate) fn public_only() -> Self {
         Self::allowing(Vec::new())
     }
 
-    pub fn allowing(allowed: Vec<IpNet>) -> Self {
+    pub(crate) fn allowing(allowed: Vec<IpNet>) -> Self {
         let mut special = nets(&V4_SPECIAL);
         special.extend(nets(&V6_SPECIAL));
         Self {
@@ -155,7 +156,7 @@ impl TargetGuard {
     }
 
     /// Parses `SCHEDULER_ALLOWED_TARGETS`-style text: comma-separated CIDRs (or addresses).
-    pub fn parse_allowed(s: &str) -> Result<Self, NotACidr> {
+    pub(crate) fn parse_allowed(s: &str) -> Result<Self, NotACidr> {
         let mut allowed = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let net = item
@@ -167,12 +168,12 @@ impl TargetGuard {
         Ok(Self::allowing(allowed))
     }
 
-    pub fn is_public(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_public(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         !self.special.iter().any(|n| n.contains(&ip))
     }
 
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         let judged = canonical(ip);
         self.is_public(judged)
             || self
@@ -189,7 +190,7 @@ impl TargetGuard {
     }
 
     /// Resolves `host:port` and keeps only allowed addresses; an error if none is left.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
         if is_localhost_name(host) && !self.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
             return Err(self.refusal(host, IpAddr::V4(Ipv4Addr::LOCALHOST)));
         }
@@ -216,7 +217,7 @@ impl TargetGuard {
 
     /// The creation-time check. A name that does not resolve now is accepted (it is checked
     /// again at delivery); a name that resolves to any refused address is not.
-    pub async fn check_url(&self, url: &Url) -> Result<(), Refusal> {
+    pub(crate) async fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         let port = url.port_or_known_default().unwrap_or(443);
         match url.host() {
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
@@ -266,12 +267,12 @@ impl TargetPolicy for TargetGuard {
 /// and fails the attempt for good instead of retrying.
 #[derive(Debug, thiserror::Error)]
 #[error("target refused: {0}")]
-pub struct Refused(pub Refusal);
+pub(crate) struct Refused(pub Refusal);
 
 /// reqwest's resolver, filtered by the guard: the client connects only to addresses the
 /// guard returned.
 #[derive(Debug, Clone)]
-pub struct GuardedResolver(pub TargetGuard);
+pub(crate) struct GuardedResolver(pub TargetGuard);
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {

@@ -14,14 +14,14 @@ use sha2::Sha256;
 
 use super::Signer;
 
-pub const PREFIX: &str = "whsec_";
+pub(crate) const PREFIX: &str = "whsec_";
 
 /// Where a local scheduler keeps the secret it generated, inside its data directory.
-pub const SECRET_FILE: &str = "signing-secret";
+pub(crate) const SECRET_FILE: &str = "signing-secret";
 
 /// A signing secret that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidSecret {
+pub(crate) enum InvalidSecret {
     #[error("a whsec_ secret is not valid base64")]
     NotBase64,
     #[error("a signing secret must carry at least {MIN_KEY_BYTES} bytes")]
@@ -35,7 +35,7 @@ const MIN_KEY_BYTES: usize = 24;
 
 /// Why the secret file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SecretFileError {
+pub(crate) enum SecretFileError {
     #[error("cannot create {}: {source}", path.display())]
     Create {
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum SecretFileError {
     },
 }
 
-pub struct StandardWebhooksSigner {
+pub(crate) struct StandardWebhooksSigner {
     keys: Vec<Vec<u8>>,
 }
 
@@ -66,7 +66,7 @@ impl std::fmt::Debug for StandardWebhooksSigner {
 impl StandardWebhooksSigner {
     /// Parses comma-separated secrets, the newest first. `whsec_<base64>` is decoded; a value
     /// without the prefix (e.g. a generated AWS Secrets Manager string) is used as raw bytes.
-    pub fn parse(s: &str) -> Result<Self, InvalidSecret> {
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidSecret> {
         let mut keys = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let key = match item.strip_prefix(PREFIX) {
@@ -85,7 +85,7 @@ impl StandardWebhooksSigner {
     }
 
     /// A new random secret in `whsec_` form (32 bytes).
-    pub fn generate() -> String {
+    pub(crate) fn generate() -> String {
         let bytes: [u8; 32] = rand::random();
         format!("{PREFIX}{}", STANDARD.encode(bytes))
     }
@@ -93,7 +93,7 @@ impl StandardWebhooksSigner {
     /// The secret kept in `path`, generated there on first use: created only if absent
     /// (`create_new`, so two starts never overwrite each other's secret), readable by the
     /// owner only, and synced before use, since receivers are given it to verify with.
-    pub fn load_or_generate(path: &Path) -> Result<Self, SecretFileError> {
+    pub(crate) fn load_or_generate(path: &Path) -> Result<Self, SecretFileError> {
         let secret = match std::fs::read_to_string(path) {
             Ok(s) => s,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
