@@ -4,9 +4,10 @@
 //!
 //! Each invocation is read as raw JSON and classified by shape in a fixed order
 //! ([`Invocation::from_json`]): an API Gateway HTTP API v2 request goes through the same axum
-//! Router as the local host; a wake-up, an SQS batch of wake-ups, or the original design's
-//! `custom.scheduler` execution event goes to `Scheduler::fire`; anything else is logged as
-//! an error naming its shape and acknowledged (retrying it could never succeed).
+//! Router as the local host; a wake-up or an SQS batch of wake-ups goes to
+//! `Scheduler::fire_due`, the original design's `custom.scheduler` execution event (which
+//! names a task, not an attempt) to `Scheduler::fire_task`; anything else is logged as an
+//! error naming its shape and acknowledged (retrying it could never succeed).
 //!
 //! Errors at this boundary are either retryable (an AWS dependency failed: the invocation
 //! returns an error, so Lambda's async retries, Scheduler's retry policy or the SQS
@@ -112,14 +113,12 @@ impl LambdaHost {
             Invocation::Wake(wake, due) => self.wake(wake, due).await,
             Invocation::Sqs(records) => Ok(self.sqs(records).await),
             Invocation::ExecutionEvent { task_id } => {
-                let (wake, fired) =
-                    self.scheduler
-                        .fire_task(task_id)
-                        .await
-                        .map_err(|e| match e {
-                            AppError::NotFound => InvocationError::UnknownTask(task_id),
-                            other => other.into(),
-                        })?;
+                // The one AppError this boundary reads more closely: the event named the task.
+                let (wake, fired) = match self.scheduler.fire_task(task_id).await {
+                    Ok(fired) => fired,
+                    Err(AppError::NotFound) => return Err(InvocationError::UnknownTask(task_id)),
+                    Err(e) => return Err(e.into()),
+                };
                 Ok(handled(wake, fired))
             }
         }

@@ -22,17 +22,17 @@ use crate::webhook::{
 };
 
 /// How long a stop waits for deliveries in flight: the longest one (the 30 s maximum
-/// webhook timeout) plus five seconds to record its outcome. What is still running after
-/// that stays `running` in the store and is recovered on the next start.
+/// webhook timeout) plus a five-second margin to record its outcome. What is still running
+/// after that stays `running` in the store and is recovered on the next start.
 const DRAIN: Duration = Duration::from_secs(35);
 
 /// The rate limit's burst, as a multiple of its per-second rate: a client may send two
 /// seconds' worth at once.
 const RATE_LIMIT_BURST: u32 = 2;
 
-/// How many wake-ups the timer pages in from disk at a time: a quarter of what it may hold,
-/// so a refill leaves room for the wake-ups armed meanwhile, and never fewer than
-/// [`MIN_TIMER_PAGE`].
+/// How many wake-ups the timer pages in from disk at a time: a quarter of what it may hold
+/// (a refill is a bounded read, and leaves the set room for what is armed meanwhile), and
+/// never fewer than [`MIN_TIMER_PAGE`].
 fn timer_page(capacity: usize) -> usize {
     (capacity / 4).max(MIN_TIMER_PAGE)
 }
