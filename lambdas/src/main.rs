@@ -107,6 +107,6 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
             .block_on(shared::lambda::run())
-            .map_err(|e| anyhow::anyhow!("{e}")),
+            .map_err(anyhow::Error::from_boxed),
     }
 }

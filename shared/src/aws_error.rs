@@ -1,13 +1,13 @@
-//! One way to turn an AWS SDK error into a `StoreError`: the operation's name, then the
+//! One way to turn an AWS SDK error into a `PortError`: the operation's name, then the
 //! service's error code and message (or the transport's error chain). SDK types stay here
-//! and in the adapters; the use cases see `StoreError` only.
+//! and in the adapters; the use cases see `PortError` only.
 
 // Every SDK crate re-exports the same smithy types; any one of them names them for all.
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
-use crate::ports::StoreError;
+use crate::ports::PortError;
 
-pub(crate) fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> StoreError
+pub(crate) fn sdk_error<E, R>(op: &str, e: &SdkError<E, R>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -20,5 +20,5 @@ where
         ),
         None => DisplayErrorContext(e).to_string(),
     };
-    StoreError::Unavailable(format!("{op}: {detail}"))
+    PortError::Unavailable(format!("{op}: {detail}"))
 }

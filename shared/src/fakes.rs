@@ -11,24 +11,25 @@ use crate::api::{self, Auth};
 use crate::app::{Ports, Scheduler};
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task, WakeUp};
 use crate::ports::{
-    AllowAllTargets, Clock, DeadLetters, NoMetrics, StoreError, TargetPolicy, Waker, WebhookClient,
+    AllowAllTargets, Clock, DeadLetters, NoMetrics, PortError, TargetPolicy, TargetRefused, Waker,
+    WebhookClient,
 };
 use crate::store::SqliteStore;
 
 /// Records what was armed and disarmed.
 #[derive(Default)]
-pub struct RecordingWaker {
-    pub armed: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
-    pub disarmed: Mutex<Vec<WakeUp>>,
+pub(crate) struct RecordingWaker {
+    pub(crate) armed: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
+    pub(crate) disarmed: Mutex<Vec<WakeUp>>,
 }
 
 #[async_trait]
 impl Waker for RecordingWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         self.armed.lock().unwrap().push((wake, at));
         Ok(())
     }
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         self.disarmed.lock().unwrap().push(wake);
         Ok(())
     }
@@ -36,21 +37,21 @@ impl Waker for RecordingWaker {
 
 /// Answers deliveries from a script (then with success), counting calls.
 #[derive(Default)]
-pub struct ScriptedWebhook {
-    pub script: Mutex<Vec<RetryHint>>,
-    pub calls: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
+pub(crate) struct ScriptedWebhook {
+    pub(crate) script: Mutex<Vec<RetryHint>>,
+    pub(crate) calls: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
     /// Holds each delivery this long (to overlap concurrent wake-ups).
-    pub hold: Mutex<Duration>,
+    pub(crate) hold: Mutex<Duration>,
 }
 
 impl ScriptedWebhook {
-    pub fn answering(hints: &[RetryHint]) -> Self {
+    pub(crate) fn answering(hints: &[RetryHint]) -> Self {
         let s = Self::default();
         *s.script.lock().unwrap() = hints.iter().rev().copied().collect();
         s
     }
 
-    pub fn call_count(&self) -> usize {
+    pub(crate) fn call_count(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
 }
@@ -93,24 +94,24 @@ impl WebhookClient for ScriptedWebhook {
 }
 
 #[derive(Default)]
-pub struct RecordingDeadLetters(pub Mutex<Vec<Task>>);
+pub(crate) struct RecordingDeadLetters(pub Mutex<Vec<Task>>);
 
 #[async_trait]
 impl DeadLetters for RecordingDeadLetters {
-    async fn send(&self, task: &Task) -> Result<(), StoreError> {
+    async fn send(&self, task: &Task) -> Result<(), PortError> {
         self.0.lock().unwrap().push(task.clone());
         Ok(())
     }
 }
 
 /// Refuses targets whose host is `blocked.example`.
-pub struct BlockHost;
+pub(crate) struct BlockHost;
 
 #[async_trait]
 impl TargetPolicy for BlockHost {
-    async fn check(&self, url: &url::Url) -> Result<(), String> {
+    async fn check(&self, url: &url::Url) -> Result<(), TargetRefused> {
         if url.host_str() == Some("blocked.example") {
-            Err("blocked.example is not allowed".into())
+            Err(TargetRefused("blocked.example is not allowed".into()))
         } else {
             Ok(())
         }
@@ -118,17 +119,17 @@ impl TargetPolicy for BlockHost {
 }
 
 /// A scheduler over a real SQLite store in a temp dir, with recording fakes around it.
-pub struct Rig {
-    pub _dir: tempfile::TempDir,
-    pub store: SqliteStore,
-    pub waker: Arc<RecordingWaker>,
-    pub webhook: Arc<ScriptedWebhook>,
-    pub dead_letters: Arc<RecordingDeadLetters>,
-    pub scheduler: Scheduler,
+pub(crate) struct Rig {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) store: SqliteStore,
+    pub(crate) waker: Arc<RecordingWaker>,
+    pub(crate) webhook: Arc<ScriptedWebhook>,
+    pub(crate) dead_letters: Arc<RecordingDeadLetters>,
+    pub(crate) scheduler: Scheduler,
 }
 
 impl Rig {
-    pub fn new(webhook: ScriptedWebhook) -> Self {
+    pub(crate) fn new(webhook: ScriptedWebhook) -> Self {
         Self::with(
             webhook,
             Arc::new(AllowAllTargets),
@@ -136,7 +137,7 @@ impl Rig {
         )
     }
 
-    pub fn with(
+    pub(crate) fn with(
         webhook: ScriptedWebhook,
         targets: Arc<dyn TargetPolicy>,
         clock: Arc<dyn Clock>,
@@ -165,11 +166,11 @@ impl Rig {
         }
     }
 
-    pub fn router(&self, auth: Auth) -> axum::Router {
+    pub(crate) fn router(&self, auth: Auth) -> axum::Router {
         api::router(self.scheduler.clone(), auth)
     }
 
-    pub fn last_armed(&self) -> Option<(WakeUp, DateTime<Utc>)> {
+    pub(crate) fn last_armed(&self) -> Option<(WakeUp, DateTime<Utc>)> {
         self.waker.armed.lock().unwrap().last().copied()
     }
 }

@@ -10,13 +10,13 @@ use serde_json::json;
 
 use crate::ports::Metrics;
 
-pub const NAMESPACE: &str = "TaskScheduler";
+pub(crate) const NAMESPACE: &str = "TaskScheduler";
 
 type Sink = Arc<dyn Fn(String) + Send + Sync>;
 
 /// [`Metrics`] as EMF lines.
 #[derive(Clone)]
-pub struct EmfMetrics {
+pub(crate) struct EmfMetrics {
     sink: Sink,
 }
 
@@ -28,19 +28,19 @@ impl Default for EmfMetrics {
 
 impl EmfMetrics {
     /// Prints each record on stdout (one `println!`, so lines never interleave).
-    pub fn stdout() -> Self {
+    pub(crate) fn stdout() -> Self {
         Self::with_sink(|line| println!("{line}"))
     }
 
     /// Hands each record to `sink` (tests).
-    pub fn with_sink(sink: impl Fn(String) + Send + Sync + 'static) -> Self {
+    pub(crate) fn with_sink(sink: impl Fn(String) + Send + Sync + 'static) -> Self {
         Self {
             sink: Arc::new(sink),
         }
     }
 
     /// One EMF record: `values` are `(name, unit, value)`.
-    pub fn record(values: &[(&str, &str, f64)]) -> serde_json::Value {
+    pub(crate) fn record(values: &[(&str, &str, f64)]) -> serde_json::Value {
         let now = chrono::Utc::now().timestamp_millis();
         let mut doc = json!({
             "_aws": {

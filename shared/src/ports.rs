@@ -6,10 +6,13 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Cursor, Delivery, Owner, Status, Task, TaskId, WakeUp};
 
-/// Failures of an adapter. `Conflict` is the one the use cases act on: a conditional
-/// write lost a race.
+/// How an adapter behind a port (store, waker, dead letters, task scan) fails. `Conflict`
+/// is the one the use cases act on: a conditional write lost a race.
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+// Public only as the error of `DynamoStore::create_table`, which integration-tests call until
+// the harness work moves it out; `pub(crate)` then.
+#[allow(unreachable_pub)]
+pub enum PortError {
     #[error("conditional write failed: the task changed concurrently")]
     Conflict,
     #[error("{0}")]
@@ -17,14 +20,14 @@ pub enum StoreError {
 }
 
 #[derive(Debug)]
-pub enum CreateOutcome {
+pub(crate) enum CreateOutcome {
     Created,
     /// The owner already used this idempotency key; here is that task.
     Existing(Box<Task>),
 }
 
 #[derive(Debug)]
-pub enum ClaimOutcome {
+pub(crate) enum ClaimOutcome {
     /// The attempt is ours: the task is now `running` under a lease.
     Claimed(Task),
     /// The condition failed; the task as it is now, if it exists.
@@ -32,31 +35,31 @@ pub enum ClaimOutcome {
 }
 
 #[derive(Debug, Clone)]
-pub struct ListQuery {
-    pub owner: Owner,
-    pub status: Option<Status>,
-    pub limit: u32,
-    pub after: Option<Cursor>,
+pub(crate) struct ListQuery {
+    pub(crate) owner: Owner,
+    pub(crate) status: Option<Status>,
+    pub(crate) limit: u32,
+    pub(crate) after: Option<Cursor>,
 }
 
 #[derive(Debug)]
-pub struct Page {
-    pub tasks: Vec<Task>,
-    pub next: Option<Cursor>,
+pub(crate) struct Page {
+    pub(crate) tasks: Vec<Task>,
+    pub(crate) next: Option<Cursor>,
 }
 
 /// Where tasks live. Every state change is conditional, so concurrent wake-ups and
 /// API calls cannot overwrite each other.
 #[async_trait]
-pub trait TaskStore: Send + Sync + 'static {
+pub(crate) trait TaskStore: Send + Sync + 'static {
     /// Inserts a new task. When it carries an idempotency key already used by the same
     /// owner, nothing is written and the earlier task is returned.
-    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError>;
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError>;
 
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError>;
 
     /// The owner's tasks ordered by `(run_at, task_id)`, after the cursor.
-    async fn list(&self, query: &ListQuery) -> Result<Page, StoreError>;
+    async fn list(&self, query: &ListQuery) -> Result<Page, PortError>;
 
     /// Atomically applies [`Task::claim`] for `attempt` at `now`.
     async fn claim(
@@ -64,40 +67,51 @@ pub trait TaskStore: Send + Sync + 'static {
         id: TaskId,
         attempt: u32,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError>;
+    ) -> Result<ClaimOutcome, PortError>;
 
     /// Replaces the task if the stored version is `task.version - 1`; `Conflict` otherwise.
-    async fn update(&self, task: &Task) -> Result<(), StoreError>;
+    async fn update(&self, task: &Task) -> Result<(), PortError>;
+}
+
+/// Finds stored tasks whose wake-up may be lost, for the recovery use cases
+/// ([`Scheduler::recover_leases`](crate::app::Scheduler::recover_leases)). One query per way
+/// a task gets stranded: today the claims a dead process left `running`; a sweeper serving
+/// both hosts will add the tasks whose wake-up ([`Task::wake`]: `next_attempt_at` when
+/// scheduled, `lease_until` when running) is overdue, paged in wake-up order.
+#[async_trait]
+pub(crate) trait TaskScan: Send + Sync + 'static {
+    /// Every task `running` under a lease, expired or not.
+    async fn running(&self) -> Result<Vec<Task>, PortError>;
 }
 
 /// Arms wake-ups: "call `fire(wake)` at `at`". Delivery of a wake-up is at-least-once;
 /// duplicates are harmless because claims are conditional.
 #[async_trait]
-pub trait Waker: Send + Sync + 'static {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError>;
+pub(crate) trait Waker: Send + Sync + 'static {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError>;
     /// Best effort: a wake-up that still arrives finds the task cancelled and is dropped.
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError>;
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError>;
 }
 
 /// Calls the webhook once. Never fails: every outcome is a [`Delivery`] to record.
 #[async_trait]
-pub trait WebhookClient: Send + Sync + 'static {
+pub(crate) trait WebhookClient: Send + Sync + 'static {
     async fn deliver(&self, task: &Task, attempt: u32) -> Delivery;
 }
 
 /// Receives tasks whose last attempt failed (AWS: the SQS dead-letter queue). Locally the
 /// dead letter stays with the task and this is a no-op.
 #[async_trait]
-pub trait DeadLetters: Send + Sync + 'static {
-    async fn send(&self, task: &Task) -> Result<(), StoreError>;
+pub(crate) trait DeadLetters: Send + Sync + 'static {
+    async fn send(&self, task: &Task) -> Result<(), PortError>;
 }
 
-pub trait Clock: Send + Sync + 'static {
+pub(crate) trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
 /// Counters for dashboards (AWS: CloudWatch embedded metric format). No-ops by default.
-pub trait Metrics: Send + Sync + 'static {
+pub(crate) trait Metrics: Send + Sync + 'static {
     fn task_created(&self) {}
     fn task_delivered(&self, _lateness_ms: i64) {}
     fn task_failed(&self) {}
@@ -108,13 +122,19 @@ pub trait Metrics: Send + Sync + 'static {
 /// Checks a webhook target before it is accepted and again before each call
 /// (the SSRF guard plugs in here). The default allows every target.
 #[async_trait]
-pub trait TargetPolicy: Send + Sync + 'static {
-    async fn check(&self, url: &url::Url) -> Result<(), String>;
+pub(crate) trait TargetPolicy: Send + Sync + 'static {
+    async fn check(&self, url: &url::Url) -> Result<(), TargetRefused>;
 }
+
+/// A target a [`TargetPolicy`] refused, with the policy's reason (shown to the API caller
+/// and kept in the attempt's record).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(crate) struct TargetRefused(pub Box<dyn std::error::Error + Send + Sync>);
 
 /// The wall clock.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
@@ -124,14 +144,16 @@ impl Clock for SystemClock {
 
 /// A clock that follows tokio's time, so tests with `tokio::time::pause()` move wall time
 /// and timers together.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
+pub(crate) struct TokioClock {
     base_wall: DateTime<Utc>,
     base: tokio::time::Instant,
 }
 
+#[cfg(test)]
 impl TokioClock {
-    pub fn starting_at(base_wall: DateTime<Utc>) -> Self {
+    pub(crate) fn starting_at(base_wall: DateTime<Utc>) -> Self {
         Self {
             base_wall,
             base: tokio::time::Instant::now(),
@@ -139,6 +161,7 @@ impl TokioClock {
     }
 }
 
+#[cfg(test)]
 impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
         let elapsed = tokio::time::Instant::now() - self.base;
@@ -147,25 +170,28 @@ impl Clock for TokioClock {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoMetrics;
+pub(crate) struct NoMetrics;
 impl Metrics for NoMetrics {}
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoDeadLetters;
+pub(crate) struct NoDeadLetters;
 
 #[async_trait]
 impl DeadLetters for NoDeadLetters {
-    async fn send(&self, _task: &Task) -> Result<(), StoreError> {
+    async fn send(&self, _task: &Task) -> Result<(), PortError> {
         Ok(())
     }
 }
 
+/// Tests only: the hosts always guard their targets.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct AllowAllTargets;
+pub(crate) struct AllowAllTargets;
 
+#[cfg(test)]
 #[async_trait]
 impl TargetPolicy for AllowAllTargets {
-    async fn check(&self, _url: &url::Url) -> Result<(), String> {
+    async fn check(&self, _url: &url::Url) -> Result<(), TargetRefused> {
         Ok(())
     }
 }

@@ -16,12 +16,12 @@ use crate::domain::{Owner, ValidationError};
 
 /// The authenticated principal, inserted into request extensions.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Owner);
+pub(crate) struct Caller(pub Owner);
 
 /// A bearer token; only its SHA-256 is kept, so comparisons are constant-time over
 /// equal-length digests and the token itself never sits in memory longer than parsing.
 #[derive(Clone)]
-pub struct ApiToken {
+pub(crate) struct ApiToken {
     owner: Owner,
     digest: [u8; 32],
 }
@@ -36,7 +36,7 @@ impl std::fmt::Debug for ApiToken {
 
 impl ApiToken {
     /// Parses `SCHEDULER_API_TOKENS`: comma-separated `name:token`, tokens ≥ 16 characters.
-    pub fn parse_list(s: &str) -> Result<Vec<Self>, ValidationError> {
+    pub(crate) fn parse_list(s: &str) -> Result<Vec<Self>, ValidationError> {
         let field = "SCHEDULER_API_TOKENS";
         let mut out: Vec<Self> = Vec::new();
         for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -69,21 +69,23 @@ impl ApiToken {
 
 /// How the router authenticates requests.
 #[derive(Debug, Clone)]
-pub enum Auth {
+pub(crate) enum Auth {
     /// No tokens configured: every caller is the owner `local`. The local host allows this
     /// only while it listens on loopback.
     Open,
     Bearer(Vec<ApiToken>),
     /// The host (Lambda behind IAM-authorized API Gateway) supplies the [`Caller`].
+    #[cfg(any(feature = "aws", test))]
     Host,
 }
 
 impl Auth {
-    pub const OPEN_OWNER: &'static str = "local";
+    pub(crate) const OPEN_OWNER: &'static str = "local";
 
     fn authenticate(&self, req: &Request) -> Result<Owner, ApiError> {
         match self {
             Self::Open => Ok(Owner::parse(Self::OPEN_OWNER).expect("valid owner")),
+            #[cfg(any(feature = "aws", test))]
             Self::Host => req
                 .extensions()
                 .get::<Caller>()
@@ -115,7 +117,11 @@ impl Auth {
     }
 }
 
-pub async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn authenticate(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let owner = match state.auth.authenticate(&req) {
         Ok(owner) => owner,
         Err(e) => return e.into_response(),

@@ -12,38 +12,38 @@ use crate::app::AppError;
 use crate::domain::ValidationError;
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// One of `invalid_request`, `unauthorized`, `not_found`, `method_not_allowed`,
     /// `conflict`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `internal`.
     #[schema(example = "invalid_request")]
-    pub code: &'static str,
+    pub(crate) code: &'static str,
     #[schema(
         example = "run_at: not an RFC 3339 timestamp with offset (e.g. 2026-05-17T15:00:00Z)"
     )]
-    pub message: String,
+    pub(crate) message: String,
     /// The offending request field, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "run_at")]
-    pub field: Option<String>,
+    pub(crate) field: Option<String>,
 }
 
 #[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) field: Option<String>,
     /// Seconds for a `Retry-After` header (429).
-    pub retry_after: Option<u64>,
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -53,7 +53,7 @@ impl ApiError {
         }
     }
 
-    pub fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl std::fmt::Display) -> Self {
         let field = field.into();
         Self {
             status: StatusCode::BAD_REQUEST,
@@ -68,15 +68,15 @@ impl ApiError {
         }
     }
 
-    pub fn unauthorized(message: &str) -> Self {
+    pub(crate) fn unauthorized(message: &str) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
-    pub fn not_found(message: &str) -> Self {
+    pub(crate) fn not_found(message: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    pub fn rate_limited(wait: std::time::Duration) -> Self {
+    pub(crate) fn rate_limited(wait: std::time::Duration) -> Self {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -87,7 +87,7 @@ impl ApiError {
         e
     }
 
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

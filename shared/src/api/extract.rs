@@ -12,12 +12,12 @@ use serde_json::Value;
 use super::error::ApiError;
 
 /// Request bodies above this are refused with 413.
-pub const BODY_LIMIT: usize = 256 * 1024;
+pub(crate) const BODY_LIMIT: usize = 256 * 1024;
 
 /// A parsed body plus its canonical JSON form (keys sorted), for idempotency hashing.
-pub struct JsonBody<T> {
-    pub value: T,
-    pub canonical: String,
+pub(crate) struct JsonBody<T> {
+    pub(crate) value: T,
+    pub(crate) canonical: String,
 }
 
 fn is_json(content_type: &str) -> bool {
@@ -67,7 +67,7 @@ fn field_of(path: &str, message: &str) -> String {
     base.to_owned()
 }
 
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid("", format!("body is not valid JSON: {e}")))?;
     if !value.is_object() {

@@ -1,10 +1,10 @@
 //! The HTTP API of `docs/api.md` as one axum `Router`, served by `axum::serve` locally and fed
 //! API Gateway events in Lambda.
 
-pub mod auth;
-pub mod error;
-pub mod extract;
-pub mod types;
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod extract;
+pub(crate) mod types;
 
 #[cfg(test)]
 mod docs_tests;
@@ -29,26 +29,26 @@ use utoipa::{
 use crate::app::{CreateCommand, Created, Scheduler};
 use crate::domain::{Cursor, IdempotencyKey, Status, TaskId};
 use crate::ports::ListQuery;
-pub use auth::{ApiToken, Auth, Caller};
+pub(crate) use auth::{ApiToken, Auth, Caller};
 use error::{ApiError, ErrorBody};
 use extract::JsonBody;
 use types::{CreateTaskRequest, Health, ListParams, TaskList, TaskView};
 
 #[derive(Clone)]
-pub struct ApiState {
-    pub scheduler: Scheduler,
-    pub auth: Arc<Auth>,
-    pub rate_limit: Option<RateLimit>,
+pub(crate) struct ApiState {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) rate_limit: Option<RateLimit>,
 }
 
 /// Requests per second allowed to each owner (a GCRA bucket per owner, governor). On AWS the
 /// stage throttling does this job.
 #[derive(Clone)]
-pub struct RateLimit(Arc<governor::DefaultKeyedRateLimiter<String>>);
+pub(crate) struct RateLimit(Arc<governor::DefaultKeyedRateLimiter<String>>);
 
 impl RateLimit {
     /// `None` when `per_second` is 0 (no limit).
-    pub fn per_second(per_second: u32, burst: u32) -> Option<Self> {
+    pub(crate) fn per_second(per_second: u32, burst: u32) -> Option<Self> {
         let rate = std::num::NonZeroU32::new(per_second)?;
         let burst = std::num::NonZeroU32::new(burst.max(per_second)).unwrap_or(rate);
         let quota = governor::Quota::per_second(rate).allow_burst(burst);
@@ -56,7 +56,7 @@ impl RateLimit {
     }
 
     /// `Err(wait)` when the owner must wait before its next request.
-    pub fn check(&self, owner: &str) -> Result<(), std::time::Duration> {
+    pub(crate) fn check(&self, owner: &str) -> Result<(), std::time::Duration> {
         use governor::clock::Clock;
         self.0.check_key(&owner.to_owned()).map_err(|not_until| {
             not_until.wait_time_from(governor::clock::DefaultClock::default().now())
@@ -64,13 +64,19 @@ impl RateLimit {
     }
 }
 
-/// Builds the router both hosts serve, without a rate limit.
-pub fn router(scheduler: Scheduler, auth: Auth) -> Router {
+/// Builds the router both hosts serve, without a rate limit (the Lambda host's: API
+/// Gateway throttles).
+#[cfg(any(feature = "aws", test))]
+pub(crate) fn router(scheduler: Scheduler, auth: Auth) -> Router {
     router_with(scheduler, auth, None)
 }
 
 /// Builds the router with an optional per-owner rate limit (the local host's).
-pub fn router_with(scheduler: Scheduler, auth: Auth, rate_limit: Option<RateLimit>) -> Router {
+pub(crate) fn router_with(
+    scheduler: Scheduler,
+    auth: Auth,
+    rate_limit: Option<RateLimit>,
+) -> Router {
     let state = ApiState {
         scheduler,
         auth: Arc::new(auth),
@@ -383,4 +389,4 @@ impl Modify for BearerAuth {
     security(("bearer" = [])),
     tags((name = "tasks", description = "Scheduled webhook calls"), (name = "meta", description = "Service endpoints"))
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;

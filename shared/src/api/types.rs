@@ -14,7 +14,7 @@ use crate::domain::{
 };
 
 /// Deepest accepted nesting of `payload.data` (arrays and objects).
-pub const MAX_DATA_DEPTH: usize = 32;
+pub(crate) const MAX_DATA_DEPTH: usize = 32;
 
 fn depth(v: &Value) -> usize {
     match v {
@@ -25,36 +25,36 @@ fn depth(v: &Value) -> usize {
 }
 
 /// Longest accepted `delay_seconds`: ten years.
-pub const MAX_DELAY_SECONDS: i64 = 10 * 366 * 24 * 3600;
+pub(crate) const MAX_DELAY_SECONDS: i64 = 10 * 366 * 24 * 3600;
 
 /// `POST /tasks` (and `POST /schedule-task`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateTaskRequest {
+pub(crate) struct CreateTaskRequest {
     /// The kind of action; only `webhook` today.
     #[schema(value_type = ActionKind)]
-    pub action: String,
-    pub payload: WebhookPayloadRequest,
+    pub(crate) action: String,
+    pub(crate) payload: WebhookPayloadRequest,
     /// When to call, RFC 3339 with an offset. A time in the past means "as soon as
     /// possible". Exactly one of `run_at` and `delay_seconds`.
     #[serde(default)]
     #[schema(example = "2026-05-17T15:00:00Z", format = DateTime)]
-    pub run_at: Option<String>,
+    pub(crate) run_at: Option<String>,
     /// Seconds from now; alternative to `run_at`.
     #[serde(default)]
     #[schema(minimum = 0, maximum = 316_224_000)]
-    pub delay_seconds: Option<i64>,
+    pub(crate) delay_seconds: Option<i64>,
     #[serde(default)]
-    pub retry: Option<RetryRequest>,
+    pub(crate) retry: Option<RetryRequest>,
     /// Webhook timeout in seconds, 1..=30 (default 10).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 30)]
-    pub timeout_seconds: Option<i64>,
+    pub(crate) timeout_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct WebhookPayloadRequest {
+pub(crate) struct WebhookPayloadRequest {
     /// Absolute http(s) URL, at most 2048 characters, without credentials.
     #[schema(
         example = "https://example.com/hook",
@@ -62,31 +62,31 @@ pub struct WebhookPayloadRequest {
         format = "uri",
         pattern = "^[hH][tT][tT][pP][sS]?://"
     )]
-    pub url: String,
+    pub(crate) url: String,
     /// `POST` (default), `PUT`, `PATCH`, `GET` or `DELETE`.
     #[serde(default)]
     #[schema(value_type = Option<MethodName>)]
-    pub method: Option<String>,
+    pub(crate) method: Option<String>,
     /// At most 32; hop-by-hop headers, `Host`, `Content-Length` and the `webhook-*`
     /// signature headers are refused.
     #[serde(default)]
-    pub headers: Option<BTreeMap<String, String>>,
+    pub(crate) headers: Option<BTreeMap<String, String>>,
     /// Any JSON; sent as the request body.
     #[serde(default)]
-    pub data: Option<Value>,
+    pub(crate) data: Option<Value>,
 }
 
 /// The kinds of action (documentation of `action`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ActionKind {
+pub(crate) enum ActionKind {
     Webhook,
 }
 
 /// The webhook's HTTP method (documentation of `payload.method`).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum MethodName {
+pub(crate) enum MethodName {
     Post,
     Put,
     Patch,
@@ -96,24 +96,24 @@ pub enum MethodName {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RetryRequest {
+pub(crate) struct RetryRequest {
     /// Attempts in all, 1..=25 (default 3).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 25)]
-    pub max_attempts: Option<i64>,
+    pub(crate) max_attempts: Option<i64>,
     /// First backoff in seconds, 1..=86400 (default 10); doubles with full jitter.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
-    pub initial_backoff_seconds: Option<i64>,
+    pub(crate) initial_backoff_seconds: Option<i64>,
     /// Backoff cap in seconds, 1..=86400, not below the initial (default 3600).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 86400)]
-    pub max_backoff_seconds: Option<i64>,
+    pub(crate) max_backoff_seconds: Option<i64>,
 }
 
 impl CreateTaskRequest {
     /// Parses into a domain `NewTask`; `now` resolves `delay_seconds`.
-    pub fn parse(self, now: DateTime<Utc>) -> Result<NewTask, ValidationError> {
+    pub(crate) fn parse(self, now: DateTime<Utc>) -> Result<NewTask, ValidationError> {
         if self.action != Action::ALLOWED {
             return Err(ValidationError::new(
                 "action",
@@ -184,7 +184,7 @@ impl CreateTaskRequest {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
+pub(crate) enum TaskStatus {
     Scheduled,
     Running,
     Completed,
@@ -206,7 +206,7 @@ impl From<Status> for TaskStatus {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Succeeded,
     Failed,
     TimedOut,
@@ -223,61 +223,61 @@ impl From<AttemptOutcome> for Outcome {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PayloadView {
-    pub url: String,
+pub(crate) struct PayloadView {
+    pub(crate) url: String,
     #[schema(example = "POST")]
-    pub method: String,
-    pub headers: BTreeMap<String, String>,
-    pub data: Option<Value>,
+    pub(crate) method: String,
+    pub(crate) headers: BTreeMap<String, String>,
+    pub(crate) data: Option<Value>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RetryView {
-    pub max_attempts: u32,
-    pub initial_backoff_seconds: u32,
-    pub max_backoff_seconds: u32,
+pub(crate) struct RetryView {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff_seconds: u32,
+    pub(crate) max_backoff_seconds: u32,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AttemptView {
-    pub number: u32,
-    pub started_at: String,
-    pub finished_at: String,
-    pub outcome: Outcome,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: u64,
+pub(crate) struct AttemptView {
+    pub(crate) number: u32,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
+    pub(crate) outcome: Outcome,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct DeadLetterView {
-    pub recorded_at: String,
-    pub attempts: u32,
-    pub last_error: String,
+pub(crate) struct DeadLetterView {
+    pub(crate) recorded_at: String,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: String,
 }
 
 /// A task as the API shows it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskView {
+pub(crate) struct TaskView {
     #[schema(example = "01JF3Q8R5V2Z6X4W9YH7K1M0NB")]
-    pub task_id: String,
-    pub status: TaskStatus,
+    pub(crate) task_id: String,
+    pub(crate) status: TaskStatus,
     #[schema(example = "webhook")]
-    pub action: String,
-    pub payload: PayloadView,
-    pub run_at: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub retry: RetryView,
-    pub timeout_seconds: u32,
-    pub attempts: Vec<AttemptView>,
+    pub(crate) action: String,
+    pub(crate) payload: PayloadView,
+    pub(crate) run_at: String,
+    pub(crate) created_at: String,
+    pub(crate) updated_at: String,
+    pub(crate) retry: RetryView,
+    pub(crate) timeout_seconds: u32,
+    pub(crate) attempts: Vec<AttemptView>,
     /// When the next (or running) attempt is due; null once finished.
-    pub next_attempt_at: Option<String>,
+    pub(crate) next_attempt_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     /// Present once the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter: Option<DeadLetterView>,
+    pub(crate) dead_letter: Option<DeadLetterView>,
 }
 
 impl From<&Task> for TaskView {
@@ -330,29 +330,29 @@ impl From<&Task> for TaskView {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct TaskList {
-    pub tasks: Vec<TaskView>,
+pub(crate) struct TaskList {
+    pub(crate) tasks: Vec<TaskView>,
     /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Query parameters of `GET /tasks` (documentation; parsed by hand for precise errors).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
-pub struct ListParams {
+pub(crate) struct ListParams {
     /// Only tasks in this status.
-    pub status: Option<TaskStatus>,
+    pub(crate) status: Option<TaskStatus>,
     /// Page size, 1..=100 (default 50).
     #[param(minimum = 1, maximum = 100)]
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_-]+$")]
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     #[schema(example = "ok")]
-    pub status: String,
+    pub(crate) status: String,
 }

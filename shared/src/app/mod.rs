@@ -4,28 +4,37 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::domain::{
     ClaimRejection, Delivery, IdempotencyKey, NewTask, Next, Owner, RetryHint, Status, Task,
     TaskId, ValidationError, WakeUp,
 };
 use crate::ports::{
-    ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, StoreError,
-    TargetPolicy, TaskStore, Waker, WebhookClient,
+    ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, PortError,
+    TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
 };
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;
 
 /// How early a wake-up that knows its due time may arrive and still be fired by waiting:
 /// the delay queue's granularity (`DelaySeconds` counts whole seconds, rounded down).
-pub const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+#[cfg_attr(not(feature = "aws"), allow(dead_code, reason = "used by fire_due"))]
+pub(crate) const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// When a wake-up whose firing failed (the store or the waker was unavailable) is tried
+/// again by [`Scheduler::fire_or_rearm`]: past the longest lease (the 30 s maximum webhook
+/// timeout plus [`Task::LEASE_GRACE`], and a second), so an attempt the failure left
+/// `running` can be re-claimed by then.
+pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
 /// Errors of the use cases, mapped to HTTP once in `api` and to retryable/permanent once
 /// at the Lambda boundary.
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     #[error(transparent)]
     Invalid(#[from] ValidationError),
     #[error("task not found")]
@@ -36,35 +45,35 @@ pub enum AppError {
     Unavailable(String),
 }
 
-impl From<StoreError> for AppError {
-    fn from(e: StoreError) -> Self {
+impl From<PortError> for AppError {
+    fn from(e: PortError) -> Self {
         Self::Unavailable(e.to_string())
     }
 }
 
 /// Everything the use cases need from the outside world.
 #[derive(Clone)]
-pub struct Ports {
-    pub store: Arc<dyn TaskStore>,
-    pub waker: Arc<dyn Waker>,
-    pub webhook: Arc<dyn WebhookClient>,
-    pub clock: Arc<dyn Clock>,
-    pub dead_letters: Arc<dyn DeadLetters>,
-    pub metrics: Arc<dyn Metrics>,
-    pub targets: Arc<dyn TargetPolicy>,
+pub(crate) struct Ports {
+    pub(crate) store: Arc<dyn TaskStore>,
+    pub(crate) waker: Arc<dyn Waker>,
+    pub(crate) webhook: Arc<dyn WebhookClient>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) dead_letters: Arc<dyn DeadLetters>,
+    pub(crate) metrics: Arc<dyn Metrics>,
+    pub(crate) targets: Arc<dyn TargetPolicy>,
 }
 
 /// A create request after parsing: who asks, what, and the idempotency key with the hash
 /// of the request it came with.
 #[derive(Debug, Clone)]
-pub struct CreateCommand {
-    pub owner: Owner,
-    pub task: NewTask,
-    pub idempotency: Option<(IdempotencyKey, String)>,
+pub(crate) struct CreateCommand {
+    pub(crate) owner: Owner,
+    pub(crate) task: NewTask,
+    pub(crate) idempotency: Option<(IdempotencyKey, String)>,
 }
 
 #[derive(Debug)]
-pub enum Created {
+pub(crate) enum Created {
     New(Task),
     /// An idempotent repeat: the task created by the first request.
     Existing(Task),
@@ -72,7 +81,7 @@ pub enum Created {
 
 /// What a wake-up led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fired {
+pub(crate) enum Fired {
     Delivered(Next),
     /// Woke before the attempt was due (or found a lost wake-up): armed again.
     Rearmed,
@@ -81,26 +90,26 @@ pub enum Fired {
 }
 
 #[derive(Clone)]
-pub struct Scheduler {
+pub(crate) struct Scheduler {
     ports: Ports,
 }
 
 impl Scheduler {
-    pub fn new(ports: Ports) -> Self {
+    pub(crate) fn new(ports: Ports) -> Self {
         Self { ports }
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
         self.ports.clock.now()
     }
 
-    pub async fn create(&self, cmd: CreateCommand) -> Result<Created, AppError> {
+    pub(crate) async fn create(&self, cmd: CreateCommand) -> Result<Created, AppError> {
         let p = &self.ports;
         let url = cmd.task.action.webhook().url.as_url().clone();
         p.targets
             .check(&url)
             .await
-            .map_err(|m| ValidationError::new("payload.url", m))?;
+            .map_err(|refused| ValidationError::new("payload.url", refused.to_string()))?;
         let (key, hash) = cmd
             .idempotency
             .map_or((None, None), |(k, h)| (Some(k), Some(h)));
@@ -133,7 +142,7 @@ impl Scheduler {
         }
     }
 
-    pub async fn get(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn get(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         match self.ports.store.get(id).await? {
             // Another owner's task is indistinguishable from a missing one.
             Some(t) if &t.owner == owner => Ok(t),
@@ -141,11 +150,11 @@ impl Scheduler {
         }
     }
 
-    pub async fn list(&self, query: &ListQuery) -> Result<Page, AppError> {
+    pub(crate) async fn list(&self, query: &ListQuery) -> Result<Page, AppError> {
         Ok(self.ports.store.list(query).await?)
     }
 
-    pub async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         let task = self.transition(owner, id, |t, now| t.cancel(now)).await?;
         let wake = WakeUp {
             task_id: id,
@@ -160,7 +169,7 @@ impl Scheduler {
         Ok(task)
     }
 
-    pub async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+    pub(crate) async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         let task = self
             .transition(owner, id, |t, now| t.retry_failed(now))
             .await?;
@@ -182,7 +191,7 @@ impl Scheduler {
             let next = f(&current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
             match self.ports.store.update(&next).await {
                 Ok(()) => return Ok(next),
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -203,7 +212,11 @@ impl Scheduler {
     /// arrive up to one second ahead) waits out the rest and fires on time. An earlier one
     /// (EventBridge Scheduler fires anywhere in its minute, set two minutes ahead) is
     /// re-armed for the remaining time straight away, without a store round trip.
-    pub async fn fire_due(
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the Lambda host's use case")
+    )]
+    pub(crate) async fn fire_due(
         &self,
         wake: WakeUp,
         due: Option<DateTime<Utc>>,
@@ -221,10 +234,63 @@ impl Scheduler {
         self.fire(wake).await
     }
 
+    /// Fires whichever attempt of task `id` is current: the original design's execution
+    /// event names a task, not an attempt. A task that does not exist is `NotFound`.
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the Lambda host's use case")
+    )]
+    pub(crate) async fn fire_task(&self, id: TaskId) -> Result<(WakeUp, Fired), AppError> {
+        let task = self.ports.store.get(id).await?.ok_or(AppError::NotFound)?;
+        let wake = WakeUp {
+            task_id: id,
+            attempt: task.attempt_number(),
+        };
+        Ok((wake, self.fire(wake).await?))
+    }
+
+    /// [`fire`](Self::fire) for a host with no redelivery of its own (the local timer fires
+    /// each wake-up once): when firing fails, the task is left as stored (perhaps `running`
+    /// under a lease no one will finish), so the wake-up is armed again for
+    /// [`RETRY_FAILED_WAKE`] later, when any lease it may hold has expired and the attempt
+    /// can be re-claimed, rather than waiting for the next start. (On AWS the invocation's
+    /// own retry plays this part.)
+    pub(crate) async fn fire_or_rearm(&self, wake: WakeUp) {
+        if let Err(e) = self.fire(wake).await {
+            let again = self.now() + RETRY_FAILED_WAKE;
+            error!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, retry_at = %again, "wake-up failed");
+            if let Err(e) = self.ports.waker.arm(wake, again).await {
+                warn!(task_id = %wake.task_id, attempt = wake.attempt, error = %e, "could not re-arm a failed wake-up");
+            }
+        }
+    }
+
+    /// Makes claims that no process can still hold re-claimable now, and arms them. At
+    /// start-up every task `running` was claimed by a process that died, so waiting out its
+    /// lease would only delay the attempt (delivery is at-least-once). A task that changed
+    /// meanwhile is left to whoever changed it. Returns how many were released.
+    pub(crate) async fn recover_leases(&self, scan: &dyn TaskScan) -> Result<usize, AppError> {
+        let now = self.now();
+        let mut recovered = 0;
+        for task in scan.running().await? {
+            let Some(released) = task.release_lease(now) else {
+                continue;
+            };
+            match self.ports.store.update(&released).await {
+                Ok(()) => {}
+                Err(PortError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            self.arm_current(&released).await?;
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
+
     /// Handles a wake-up: claim the attempt conditionally, deliver, record, then arm the
     /// retry or dead-letter the task. A duplicate wake-up loses the claim and delivers
     /// nothing.
-    pub async fn fire(&self, wake: WakeUp) -> Result<Fired, AppError> {
+    pub(crate) async fn fire(&self, wake: WakeUp) -> Result<Fired, AppError> {
         let span = info_span!("fire", task_id = %wake.task_id, attempt = wake.attempt);
         self.fire_inner(wake).instrument(span).await
     }
@@ -263,7 +329,7 @@ impl Scheduler {
             .map_err(|e| AppError::Unavailable(e.to_string()))?;
         match p.store.update(&done).await {
             Ok(()) => {}
-            Err(StoreError::Conflict) => {
+            Err(PortError::Conflict) => {
                 // Our lease expired and another wake-up re-claimed the attempt; its record wins.
                 warn!("attempt was re-claimed while delivering; outcome not recorded");
                 return Ok(Fired::Dropped);

@@ -10,14 +10,14 @@ use super::ValidationError;
 /// A task id: a ULID, so ids sort by creation time and carry no guessable sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct TaskId(Ulid);
+pub(crate) struct TaskId(Ulid);
 
 impl TaskId {
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         Self(Ulid::new())
     }
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         // Ulid::from_string accepts lower case too; we keep the canonical upper-case form.
         if s.len() != 26 {
             return Err(ValidationError::new(
@@ -32,10 +32,6 @@ impl TaskId {
             .filter(|u| u.to_string().eq_ignore_ascii_case(s))
             .map(Self)
             .ok_or_else(|| ValidationError::new("task_id", "not a task id (26-character ULID)"))
-    }
-
-    pub fn from_ulid(u: Ulid) -> Self {
-        Self(u)
     }
 }
 
@@ -68,10 +64,10 @@ impl From<TaskId> for String {
 /// The principal a task belongs to: a token's name locally, an IAM principal ARN on AWS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct Owner(String);
+pub(crate) struct Owner(String);
 
 impl Owner {
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         if s.is_empty() || s.len() > 2048 || s.chars().any(char::is_control) {
             return Err(ValidationError::new(
                 "owner",
@@ -81,7 +77,7 @@ impl Owner {
         Ok(Self(s.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -108,12 +104,12 @@ impl From<Owner> for String {
 /// The `Idempotency-Key` header: 1 to 64 printable ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct IdempotencyKey(String);
+pub(crate) struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    pub const MAX_LEN: usize = 64;
+    pub(crate) const MAX_LEN: usize = 64;
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         if s.is_empty() || s.len() > Self::MAX_LEN || !s.bytes().all(|b| (0x20..0x7f).contains(&b))
         {
             return Err(ValidationError::new(
@@ -124,7 +120,7 @@ impl IdempotencyKey {
         Ok(Self(s.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -145,13 +141,13 @@ impl From<IdempotencyKey> for String {
 /// Position in a listing ordered by `(run_at, task_id)`. Opaque to clients: base64url of
 /// `"{run_at_ms}.{task_id}"`, so both stores can resume from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub run_at: DateTime<Utc>,
-    pub task_id: TaskId,
+pub(crate) struct Cursor {
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) task_id: TaskId,
 }
 
 impl Cursor {
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         URL_SAFE_NO_PAD.encode(format!(
             "{}.{}",
             self.run_at.timestamp_millis(),
@@ -159,7 +155,7 @@ impl Cursor {
         ))
     }
 
-    pub fn decode(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn decode(s: &str) -> Result<Self, ValidationError> {
         let bad = || ValidationError::new("cursor", "not a cursor returned by this API");
         if s.len() > 128 {
             return Err(bad());

@@ -8,12 +8,15 @@ mod task;
 mod time;
 mod webhook;
 
-pub use error::ValidationError;
-pub use id::{Cursor, IdempotencyKey, Owner, TaskId};
-pub use retry::{BackoffSeconds, MaxAttempts, RetryPolicy};
-pub use task::{
-    Attempt, AttemptOutcome, ClaimRejection, DeadLetter, Delivery, NewTask, Next, RetryHint,
-    Status, Task, TimeoutSeconds, TransitionError, WakeUp,
+pub(crate) use error::ValidationError;
+pub(crate) use id::{Cursor, IdempotencyKey, Owner, TaskId};
+pub(crate) use retry::RetryPolicy;
+pub(crate) use task::{
+    AttemptOutcome, ClaimRejection, Delivery, NewTask, Next, RetryHint, Status, Task,
+    TimeoutSeconds, TransitionError, WakeUp,
 };
-pub use time::{format_time, parse_time, to_millis};
-pub use webhook::{Action, HttpMethod, WebhookAction, WebhookHeaders, WebhookUrl};
+// Named outside the domain only by the DynamoDB item mapping.
+#[cfg(feature = "aws")]
+pub(crate) use task::{Attempt, DeadLetter};
+pub(crate) use time::{format_time, parse_time, to_millis};
+pub(crate) use webhook::{Action, HttpMethod, WebhookAction, WebhookHeaders, WebhookUrl};

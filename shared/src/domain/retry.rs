@@ -7,12 +7,12 @@ use super::ValidationError;
 /// Attempts in all (the first delivery included): 1..=25.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
-pub struct MaxAttempts(u32);
+pub(crate) struct MaxAttempts(u32);
 
 impl MaxAttempts {
-    pub const RANGE: std::ops::RangeInclusive<u32> = 1..=25;
+    pub(crate) const RANGE: std::ops::RangeInclusive<u32> = 1..=25;
 
-    pub fn parse(n: i64) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(n: i64) -> Result<Self, ValidationError> {
         u32::try_from(n)
             .ok()
             .filter(|n| Self::RANGE.contains(n))
@@ -20,7 +20,7 @@ impl MaxAttempts {
             .ok_or_else(|| ValidationError::new("retry.max_attempts", "must be between 1 and 25"))
     }
 
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 }
@@ -41,12 +41,12 @@ impl From<MaxAttempts> for u32 {
 /// A backoff bound in whole seconds: 1 s ..= 1 day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
-pub struct BackoffSeconds(u32);
+pub(crate) struct BackoffSeconds(u32);
 
 impl BackoffSeconds {
-    pub const MAX: u32 = 86_400;
+    pub(crate) const MAX: u32 = 86_400;
 
-    pub fn parse(field: &str, n: i64) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(field: &str, n: i64) -> Result<Self, ValidationError> {
         u32::try_from(n)
             .ok()
             .filter(|n| (1..=Self::MAX).contains(n))
@@ -54,7 +54,7 @@ impl BackoffSeconds {
             .ok_or_else(|| ValidationError::new(field, "must be between 1 and 86400 seconds"))
     }
 
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 }
@@ -74,10 +74,10 @@ impl From<BackoffSeconds> for u32 {
 
 /// How often and how patiently a failed delivery is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetryPolicy {
-    pub max_attempts: MaxAttempts,
-    pub initial_backoff_seconds: BackoffSeconds,
-    pub max_backoff_seconds: BackoffSeconds,
+pub(crate) struct RetryPolicy {
+    pub(crate) max_attempts: MaxAttempts,
+    pub(crate) initial_backoff_seconds: BackoffSeconds,
+    pub(crate) max_backoff_seconds: BackoffSeconds,
 }
 
 impl Default for RetryPolicy {
@@ -93,7 +93,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Builds a policy from optional request fields, defaults filling the gaps.
-    pub fn parse(
+    pub(crate) fn parse(
         max_attempts: Option<i64>,
         initial_backoff_seconds: Option<i64>,
         max_backoff_seconds: Option<i64>,
@@ -127,7 +127,7 @@ impl RetryPolicy {
 
     /// The ceiling of the wait before retry number `failures` (1 after the first failure):
     /// `initial · 2^(failures-1)`, capped at the maximum.
-    pub fn backoff_ceiling(&self, failures: u32) -> Duration {
+    pub(crate) fn backoff_ceiling(&self, failures: u32) -> Duration {
         let initial = u64::from(self.initial_backoff_seconds.0);
         let exp = failures.saturating_sub(1).min(32);
         let secs = initial
@@ -140,7 +140,12 @@ impl RetryPolicy {
     /// Architecture Blog, *Exponential Backoff and Jitter*) so a burst of failures does not
     /// come back as a burst; a receiver's `Retry-After` wins, bounded by the policy's maximum.
     /// `jitter` is a sample of `[0, 1)`, passed in so the arithmetic stays pure.
-    pub fn backoff(&self, failures: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+    pub(crate) fn backoff(
+        &self,
+        failures: u32,
+        retry_after: Option<Duration>,
+        jitter: f64,
+    ) -> Duration {
         let max = Duration::from_secs(self.max_backoff_seconds.0.into());
         if let Some(after) = retry_after {
             return after.min(max);

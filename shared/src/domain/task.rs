@@ -10,7 +10,7 @@ use super::{Action, IdempotencyKey, Owner, RetryPolicy, TaskId, ValidationError,
 /// `scheduled → cancelled`, `failed → scheduled` through `/retry`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub(crate) enum Status {
     Scheduled,
     Running,
     Completed,
@@ -19,7 +19,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 5] = [
+    pub(crate) const ALL: [Status; 5] = [
         Self::Scheduled,
         Self::Running,
         Self::Completed,
@@ -27,7 +27,7 @@ impl Status {
         Self::Cancelled,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
             Self::Running => "running",
@@ -37,7 +37,7 @@ impl Status {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         Self::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
@@ -50,7 +50,7 @@ impl Status {
     }
 
     /// Whether the task will never be delivered again (unless a failed one is retried).
-    pub fn is_finished(self) -> bool {
+    pub(crate) fn is_finished(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
     }
 }
@@ -64,10 +64,10 @@ impl fmt::Display for Status {
 /// Webhook timeout: 1..=30 s, default 10 s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "u32", into = "u32")]
-pub struct TimeoutSeconds(u32);
+pub(crate) struct TimeoutSeconds(u32);
 
 impl TimeoutSeconds {
-    pub fn parse(n: i64) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(n: i64) -> Result<Self, ValidationError> {
         u32::try_from(n)
             .ok()
             .filter(|n| (1..=30).contains(n))
@@ -75,11 +75,11 @@ impl TimeoutSeconds {
             .ok_or_else(|| ValidationError::new("timeout_seconds", "must be between 1 and 30"))
     }
 
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 
-    pub fn duration(self) -> Duration {
+    pub(crate) fn duration(self) -> Duration {
         Duration::from_secs(self.0.into())
     }
 }
@@ -105,16 +105,16 @@ impl From<TimeoutSeconds> for u32 {
 
 /// A validated create request, before it has an id or an owner.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewTask {
-    pub action: Action,
-    pub run_at: DateTime<Utc>,
-    pub retry: RetryPolicy,
-    pub timeout: TimeoutSeconds,
+pub(crate) struct NewTask {
+    pub(crate) action: Action,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: TimeoutSeconds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum AttemptOutcome {
+pub(crate) enum AttemptOutcome {
     Succeeded,
     Failed,
     TimedOut,
@@ -122,19 +122,19 @@ pub enum AttemptOutcome {
 
 /// One delivery attempt, as recorded in the task's history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attempt {
-    pub number: u32,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub outcome: AttemptOutcome,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub duration_ms: u64,
+pub(crate) struct Attempt {
+    pub(crate) number: u32,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: DateTime<Utc>,
+    pub(crate) outcome: AttemptOutcome,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) duration_ms: u64,
 }
 
 /// What the webhook client learned about a failure: may it be retried, and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryHint {
+pub(crate) enum RetryHint {
     Success,
     Retryable { after: Option<Duration> },
     Permanent,
@@ -142,13 +142,13 @@ pub enum RetryHint {
 
 /// The result of one call to the webhook, produced by the `WebhookClient` port.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub started_at: DateTime<Utc>,
-    pub duration: Duration,
-    pub outcome: AttemptOutcome,
-    pub status_code: Option<u16>,
-    pub error: Option<String>,
-    pub hint: RetryHint,
+pub(crate) struct Delivery {
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) duration: Duration,
+    pub(crate) outcome: AttemptOutcome,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) error: Option<String>,
+    pub(crate) hint: RetryHint,
 }
 
 impl Delivery {
@@ -168,23 +168,23 @@ impl Delivery {
 /// Recorded when the last attempt fails (locally it stays with the task; on AWS it is also
 /// sent to the dead-letter queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    pub recorded_at: DateTime<Utc>,
-    pub attempts: u32,
-    pub last_error: String,
+pub(crate) struct DeadLetter {
+    pub(crate) recorded_at: DateTime<Utc>,
+    pub(crate) attempts: u32,
+    pub(crate) last_error: String,
 }
 
 /// A wake-up: "look at attempt `attempt` of task `task_id` now". The attempt number lets a
 /// late or duplicated wake-up be recognised and dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct WakeUp {
-    pub task_id: TaskId,
-    pub attempt: u32,
+pub(crate) struct WakeUp {
+    pub(crate) task_id: TaskId,
+    pub(crate) attempt: u32,
 }
 
 /// What follows a recorded attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     Completed,
     Retry { at: DateTime<Utc>, wake: WakeUp },
     Failed,
@@ -192,7 +192,7 @@ pub enum Next {
 
 /// Why a wake-up may not claim its attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimRejection {
+pub(crate) enum ClaimRejection {
     /// The attempt is the current one but falls due later: re-arm for `at`.
     NotDue { at: DateTime<Utc> },
     /// Another wake-up holds or held this attempt, or the task moved on.
@@ -202,45 +202,45 @@ pub enum ClaimRejection {
 /// A transition the status machine does not allow from the current status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("task is {from}; {rule}")]
-pub struct TransitionError {
-    pub from: Status,
-    pub rule: &'static str,
+pub(crate) struct TransitionError {
+    pub(crate) from: Status,
+    pub(crate) rule: &'static str,
 }
 
 /// A scheduled webhook call and everything that happened to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Task {
-    pub id: TaskId,
-    pub owner: Owner,
+pub(crate) struct Task {
+    pub(crate) id: TaskId,
+    pub(crate) owner: Owner,
     #[serde(flatten)]
-    pub action: Action,
-    pub run_at: DateTime<Utc>,
-    pub retry: RetryPolicy,
-    pub timeout: TimeoutSeconds,
-    pub status: Status,
-    pub attempts: Vec<Attempt>,
+    pub(crate) action: Action,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) timeout: TimeoutSeconds,
+    pub(crate) status: Status,
+    pub(crate) attempts: Vec<Attempt>,
     /// Attempts recorded before the current budget began (`/retry` starts a fresh budget).
-    pub budget_start: u32,
+    pub(crate) budget_start: u32,
     /// When the current attempt is (or was, while running) due.
-    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub(crate) next_attempt_at: Option<DateTime<Utc>>,
     /// While running: the claim's lease. A wake-up after it may re-claim the attempt, so a
     /// crash mid-delivery is recovered (at-least-once) and a live delivery is never doubled.
-    pub lease_until: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub(crate) lease_until: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     /// Bumped by every transition; stores write conditionally on the previous value.
-    pub version: u64,
-    pub idempotency_key: Option<IdempotencyKey>,
+    pub(crate) version: u64,
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
     /// Hash of the canonical create request, to tell an idempotent repeat from a conflict.
-    pub request_hash: Option<String>,
-    pub dead_letter: Option<DeadLetter>,
+    pub(crate) request_hash: Option<String>,
+    pub(crate) dead_letter: Option<DeadLetter>,
 }
 
 impl Task {
     /// Grace on top of the webhook timeout before a claim is considered abandoned.
-    pub const LEASE_GRACE: TimeDelta = TimeDelta::seconds(30);
+    pub(crate) const LEASE_GRACE: TimeDelta = TimeDelta::seconds(30);
 
-    pub fn new(
+    pub(crate) fn new(
         id: TaskId,
         owner: Owner,
         new: NewTask,
@@ -270,14 +270,14 @@ impl Task {
     }
 
     /// The number of the attempt that is scheduled or running (1-based).
-    pub fn attempt_number(&self) -> u32 {
+    pub(crate) fn attempt_number(&self) -> u32 {
         u32::try_from(self.attempts.len())
             .unwrap_or(u32::MAX)
             .saturating_add(1)
     }
 
     /// The wake-up for the current attempt, if the task is waiting or running.
-    pub fn wake(&self) -> Option<(DateTime<Utc>, WakeUp)> {
+    pub(crate) fn wake(&self) -> Option<(DateTime<Utc>, WakeUp)> {
         let at = match self.status {
             Status::Scheduled => self.next_attempt_at?,
             Status::Running => self.lease_until?,
@@ -293,7 +293,7 @@ impl Task {
     }
 
     /// The lease a claim at `now` takes: the webhook timeout plus a grace.
-    pub fn lease_for(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+    pub(crate) fn lease_for(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         to_millis(now + TimeDelta::seconds(self.timeout.get().into()) + Self::LEASE_GRACE)
     }
 
@@ -306,7 +306,7 @@ impl Task {
 
     /// `scheduled → running` for attempt `attempt`, or re-claims a running attempt whose
     /// lease expired (the process that held it died).
-    pub fn claim(&self, attempt: u32, now: DateTime<Utc>) -> Result<Self, ClaimRejection> {
+    pub(crate) fn claim(&self, attempt: u32, now: DateTime<Utc>) -> Result<Self, ClaimRejection> {
         if attempt != self.attempt_number() {
             return Err(ClaimRejection::Stale);
         }
@@ -328,7 +328,7 @@ impl Task {
 
     /// Records the outcome of the running attempt and decides what follows.
     /// `jitter` is a uniform sample of `[0, 1)` for the backoff.
-    pub fn record(
+    pub(crate) fn record(
         &self,
         attempt: u32,
         delivery: &Delivery,
@@ -387,7 +387,7 @@ impl Task {
 
     /// At start-up no process can still hold a claim from before: let a running attempt be
     /// re-claimed at once instead of waiting out its lease (at-least-once delivery).
-    pub fn release_lease(&self, now: DateTime<Utc>) -> Option<Self> {
+    pub(crate) fn release_lease(&self, now: DateTime<Utc>) -> Option<Self> {
         if self.status != Status::Running || self.lease_until.is_some_and(|l| l <= now) {
             return None;
         }
@@ -397,7 +397,7 @@ impl Task {
     }
 
     /// `scheduled → cancelled`.
-    pub fn cancel(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
+    pub(crate) fn cancel(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
         if self.status != Status::Scheduled {
             return Err(TransitionError {
                 from: self.status,
@@ -411,7 +411,7 @@ impl Task {
     }
 
     /// `failed → scheduled`, due now, with a fresh attempt budget.
-    pub fn retry_failed(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
+    pub(crate) fn retry_failed(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
         if self.status != Status::Failed {
             return Err(TransitionError {
                 from: self.status,

@@ -4,7 +4,7 @@ use super::ValidationError;
 
 /// Parses an RFC 3339 timestamp with an explicit offset, truncated to the millisecond
 /// (the precision both stores keep).
-pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ValidationError> {
+pub(crate) fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ValidationError> {
     let dt = DateTime::parse_from_rfc3339(s).map_err(|_| {
         ValidationError::new(
             field,
@@ -18,12 +18,12 @@ pub fn parse_time(field: &str, s: &str) -> Result<DateTime<Utc>, ValidationError
 /// `t` truncated to the millisecond. Every instant a claim compares (due times, leases) is
 /// kept at this precision, so a store that compares whole milliseconds (DynamoDB's
 /// conditions) decides exactly as `Task::claim` does, even at the due instant itself.
-pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
 }
 
 /// `2026-05-17T15:00:00Z`, with milliseconds only when they are not zero.
-pub fn format_time(t: &DateTime<Utc>) -> String {
+pub(crate) fn format_time(t: &DateTime<Utc>) -> String {
     let format = if t.timestamp_subsec_millis() == 0 {
         SecondsFormat::Secs
     } else {

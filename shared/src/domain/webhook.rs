@@ -8,12 +8,12 @@ use super::ValidationError;
 /// An absolute `http`/`https` URL of at most 2048 characters, without credentials.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct WebhookUrl(Url);
+pub(crate) struct WebhookUrl(Url);
 
 impl WebhookUrl {
-    pub const MAX_LEN: usize = 2048;
+    pub(crate) const MAX_LEN: usize = 2048;
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         let err = |m: &str| ValidationError::new("payload.url", m);
         if s.len() > Self::MAX_LEN {
             return Err(err("longer than 2048 characters"));
@@ -32,11 +32,12 @@ impl WebhookUrl {
         Ok(Self(url))
     }
 
-    pub fn as_url(&self) -> &Url {
+    pub(crate) fn as_url(&self) -> &Url {
         &self.0
     }
 
-    pub fn as_str(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn as_str(&self) -> &str {
         self.0.as_str()
     }
 }
@@ -62,7 +63,7 @@ impl From<WebhookUrl> for String {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum HttpMethod {
+pub(crate) enum HttpMethod {
     #[default]
     Post,
     Put,
@@ -72,9 +73,9 @@ pub enum HttpMethod {
 }
 
 impl HttpMethod {
-    pub const ALLOWED: &'static str = "POST, PUT, PATCH, GET, DELETE";
+    pub(crate) const ALLOWED: &'static str = "POST, PUT, PATCH, GET, DELETE";
 
-    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         Ok(match s {
             "POST" => Self::Post,
             "PUT" => Self::Put,
@@ -90,7 +91,7 @@ impl HttpMethod {
         })
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Post => "POST",
             Self::Put => "PUT",
@@ -108,11 +109,11 @@ impl HttpMethod {
     try_from = "BTreeMap<String, String>",
     into = "BTreeMap<String, String>"
 )]
-pub struct WebhookHeaders(BTreeMap<String, String>);
+pub(crate) struct WebhookHeaders(BTreeMap<String, String>);
 
 impl WebhookHeaders {
-    pub const MAX: usize = 32;
-    pub const MAX_VALUE_LEN: usize = 8192;
+    pub(crate) const MAX: usize = 32;
+    pub(crate) const MAX_VALUE_LEN: usize = 8192;
     /// Hop-by-hop headers (RFC 9110 §7.6.1), framing, and the headers we sign with.
     const REFUSED: [&'static str; 14] = [
         "connection",
@@ -131,7 +132,7 @@ impl WebhookHeaders {
         "webhook-signature",
     ];
 
-    pub fn parse(map: BTreeMap<String, String>) -> Result<Self, ValidationError> {
+    pub(crate) fn parse(map: BTreeMap<String, String>) -> Result<Self, ValidationError> {
         if map.len() > Self::MAX {
             return Err(ValidationError::new(
                 "payload.headers",
@@ -167,15 +168,15 @@ impl WebhookHeaders {
         Ok(Self(map))
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    pub fn as_map(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
     }
 
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.0.keys().any(|k| k.eq_ignore_ascii_case(name))
     }
 }
@@ -195,35 +196,35 @@ impl From<WebhookHeaders> for BTreeMap<String, String> {
 
 /// What to call: the webhook action of the API (`action: "webhook"` + `payload`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WebhookAction {
-    pub url: WebhookUrl,
+pub(crate) struct WebhookAction {
+    pub(crate) url: WebhookUrl,
     #[serde(default)]
-    pub method: HttpMethod,
+    pub(crate) method: HttpMethod,
     #[serde(default)]
-    pub headers: WebhookHeaders,
+    pub(crate) headers: WebhookHeaders,
     /// Sent as the JSON body; `None` sends no body.
     #[serde(default)]
-    pub data: Option<serde_json::Value>,
+    pub(crate) data: Option<serde_json::Value>,
 }
 
 /// The kinds of action a task can carry. Only webhooks today; the enum keeps the
 /// original design's `action` discriminator open for more.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", content = "payload", rename_all = "snake_case")]
-pub enum Action {
+pub(crate) enum Action {
     Webhook(WebhookAction),
 }
 
 impl Action {
-    pub const ALLOWED: &'static str = "webhook";
+    pub(crate) const ALLOWED: &'static str = "webhook";
 
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Webhook(_) => "webhook",
         }
     }
 
-    pub fn webhook(&self) -> &WebhookAction {
+    pub(crate) fn webhook(&self) -> &WebhookAction {
         match self {
             Self::Webhook(w) => w,
         }

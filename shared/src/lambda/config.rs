@@ -1,34 +1,27 @@
 //! The Lambda host's configuration: environment only, checked at cold start.
 
-/// A variable that is missing or invalid; the message names it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("environment variable {0} is required but not set")]
-    Missing(&'static str),
-    #[error("environment variable {name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-}
+pub(crate) use crate::config::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsConfig {
-    pub table_name: String,
-    pub schedule_group: String,
-    pub scheduler_role_arn: String,
-    pub delay_queue_url: String,
-    pub dlq_arn: String,
-    pub dlq_url: String,
+pub(crate) struct AwsConfig {
+    pub(crate) table_name: String,
+    pub(crate) schedule_group: String,
+    pub(crate) scheduler_role_arn: String,
+    pub(crate) delay_queue_url: String,
+    pub(crate) dlq_arn: String,
+    pub(crate) dlq_url: String,
     /// Days a finished task is kept before its TTL removes it (`TASK_RETENTION_DAYS`).
-    pub retention_days: u32,
+    pub(crate) retention_days: u32,
     /// The Secrets Manager secret deliveries are signed with; without it they are not signed.
-    pub signing_secret_arn: Option<String>,
+    pub(crate) signing_secret_arn: Option<String>,
 }
 
 impl AwsConfig {
-    pub fn from_env() -> Result<Self, ConfigError> {
+    pub(crate) fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |name: &'static str| {
             get(name)
                 .map(|v| v.trim().to_owned())

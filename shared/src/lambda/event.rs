@@ -19,7 +19,7 @@ use crate::wake::aws::WakeMessage;
 
 /// What one invocation asks for, decided by shape.
 #[derive(Debug)]
-pub enum Invocation {
+pub(crate) enum Invocation {
     /// API Gateway HTTP API (payload format 2.0).
     Http(Box<HttpApiRequest>),
     /// `{"kind":"wake",...}`: a schedule's `Input`.
@@ -68,7 +68,7 @@ impl Invocation {
     /// Classifies a payload, in this order: HTTP API v2 (`requestContext.http`), wake-up
     /// (`kind == "wake"`), SQS (`Records[].eventSource == "aws:sqs"`), execution event
     /// (`source == "custom.scheduler"`); anything else is `UnknownShape`.
-    pub fn from_json(v: &Value) -> Result<Self, InvocationError> {
+    pub(crate) fn from_json(v: &Value) -> Result<Self, InvocationError> {
         if v.pointer("/requestContext/http").is_some() {
             let req: HttpApiRequest = serde_json::from_value(v.clone())
                 .map_err(|e| malformed("API Gateway HTTP API v2 request", e))?;
@@ -108,14 +108,16 @@ struct SqsEvent {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct SqsRecord {
-    pub message_id: String,
+pub(crate) struct SqsRecord {
+    pub(crate) message_id: String,
     #[serde(default)]
-    pub body: String,
+    pub(crate) body: String,
 }
 
 impl SqsRecord {
-    pub fn wake(&self) -> Result<(WakeUp, Option<chrono::DateTime<chrono::Utc>>), InvocationError> {
+    pub(crate) fn wake(
+        &self,
+    ) -> Result<(WakeUp, Option<chrono::DateTime<chrono::Utc>>), InvocationError> {
         serde_json::from_str::<WakeMessage>(&self.body)
             .map(|m| (WakeUp::from(m), m.due))
             .map_err(|e| malformed("wake-up message", e))
@@ -125,54 +127,71 @@ impl SqsRecord {
 /// The fields of an HTTP API v2 request we use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpApiRequest {
+pub(crate) struct HttpApiRequest {
     #[serde(default)]
-    pub raw_path: Option<String>,
+    pub(crate) raw_path: Option<String>,
     #[serde(default)]
-    pub raw_query_string: Option<String>,
+    pub(crate) raw_query_string: Option<String>,
     #[serde(default)]
-    pub headers: Option<HashMap<String, String>>,
+    pub(crate) headers: Option<HashMap<String, String>>,
     #[serde(default)]
-    pub cookies: Option<Vec<String>>,
+    pub(crate) cookies: Option<Vec<String>>,
     #[serde(default)]
-    pub body: Option<String>,
+    pub(crate) body: Option<String>,
     #[serde(default)]
-    pub is_base64_encoded: bool,
-    pub request_context: RequestContext,
+    pub(crate) is_base64_encoded: bool,
+    pub(crate) request_context: RequestContext,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestContext {
-    pub http: HttpDescription,
+pub(crate) struct RequestContext {
+    pub(crate) http: HttpDescription,
     #[serde(default)]
-    pub authorizer: Option<Authorizer>,
+    pub(crate) authorizer: Option<Authorizer>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct HttpDescription {
-    pub method: String,
+pub(crate) struct HttpDescription {
+    pub(crate) method: String,
     #[serde(default)]
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-pub struct Authorizer {
+pub(crate) struct Authorizer {
     #[serde(default)]
-    pub iam: Option<IamAuthorizer>,
+    pub(crate) iam: Option<IamAuthorizer>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct IamAuthorizer {
+pub(crate) struct IamAuthorizer {
     #[serde(default)]
-    pub user_arn: Option<String>,
+    pub(crate) user_arn: Option<String>,
+}
+
+/// Why an API Gateway request cannot become an `http::Request` (answered with a 400).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InvalidRequest {
+    #[error("invalid HTTP method")]
+    Method,
+    #[error("invalid header name {0:?}")]
+    HeaderName(String),
+    #[error("invalid value for header {0}")]
+    HeaderValue(HeaderName),
+    #[error("invalid cookie")]
+    Cookie,
+    #[error("body is not valid base64")]
+    Base64Body,
+    #[error("invalid request: {0}")]
+    Request(#[from] http::Error),
 }
 
 impl HttpApiRequest {
     /// The IAM principal API Gateway verified, if any. Only ever from the authorizer
     /// context: headers and body are the caller's to forge.
-    pub fn caller(&self) -> Option<Owner> {
+    pub(crate) fn caller(&self) -> Option<Owner> {
         self.request_context
             .authorizer
             .as_ref()?
@@ -185,10 +204,10 @@ impl HttpApiRequest {
 
     /// The `http::Request` the router sees, with the [`Caller`] extension when IAM-signed
     /// (without it the router answers 401).
-    pub fn into_http(self) -> Result<Request<Body>, String> {
+    pub(crate) fn into_http(self) -> Result<Request<Body>, InvalidRequest> {
         let caller = self.caller();
         let method = Method::from_bytes(self.request_context.http.method.as_bytes())
-            .map_err(|_| "invalid HTTP method".to_owned())?;
+            .map_err(|_| InvalidRequest::Method)?;
         let path = self
             .raw_path
             .or(self.request_context.http.path)
@@ -201,28 +220,28 @@ impl HttpApiRequest {
         let mut builder = Request::builder().method(method).uri(uri);
         for (name, value) in self.headers.unwrap_or_default() {
             let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name {name:?}"))?;
+                .map_err(|_| InvalidRequest::HeaderName(name))?;
             let value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("invalid value for header {name}"))?;
+                .map_err(|_| InvalidRequest::HeaderValue(name.clone()))?;
             builder = builder.header(name, value);
         }
         // Payload format 2.0 moves cookies out of the headers.
         if let Some(cookies) = self.cookies.filter(|c| !c.is_empty()) {
             builder = builder.header(
                 header::COOKIE,
-                HeaderValue::from_str(&cookies.join("; ")).map_err(|_| "invalid cookie")?,
+                HeaderValue::from_str(&cookies.join("; ")).map_err(|_| InvalidRequest::Cookie)?,
             );
         }
         let body = match self.body {
             None => Vec::new(),
             Some(b) if self.is_base64_encoded => STANDARD
                 .decode(b.as_bytes())
-                .map_err(|_| "body is not valid base64".to_owned())?,
+                .map_err(|_| InvalidRequest::Base64Body)?,
             Some(b) => b.into_bytes(),
         };
         let mut request = builder
             .body(Body::from(body))
-            .map_err(|e| format!("invalid request: {e}"))?;
+            .map_err(InvalidRequest::Request)?;
         if let Some(owner) = caller {
             request.extensions_mut().insert(Caller(owner));
         }
@@ -232,7 +251,7 @@ impl HttpApiRequest {
 
 /// The router's response as API Gateway v2 expects it. Text bodies stay text; anything
 /// that is not UTF-8 is base64-encoded.
-pub async fn to_api_gateway_response(response: http::Response<Body>) -> Value {
+pub(super) async fn to_api_gateway_response(response: http::Response<Body>) -> Value {
     let (parts, body) = response.into_parts();
     let bytes = match body.collect().await {
         Ok(b) => b.to_bytes(),
@@ -274,7 +293,7 @@ pub async fn to_api_gateway_response(response: http::Response<Body>) -> Value {
 }
 
 /// An API error response built outside the router (the request could not be converted).
-pub fn error_response(status: u16, code: &str, message: &str) -> Value {
+pub(super) fn error_response(status: u16, code: &str, message: &str) -> Value {
     json!({
         "statusCode": status,
         "headers": {"content-type": "application/json"},

@@ -4,9 +4,10 @@
 //!
 //! Each invocation is read as raw JSON and classified by shape in a fixed order
 //! ([`Invocation::from_json`]): an API Gateway HTTP API v2 request goes through the same axum
-//! Router as the local host; a wake-up, an SQS batch of wake-ups, or the original design's
-//! `custom.scheduler` execution event goes to `Scheduler::fire`; anything else is logged as
-//! an error naming its shape and acknowledged (retrying it could never succeed).
+//! Router as the local host; a wake-up or an SQS batch of wake-ups goes to
+//! `Scheduler::fire_due`, the original design's `custom.scheduler` execution event (which
+//! names a task, not an attempt) to `Scheduler::fire_task`; anything else is logged as an
+//! error naming its shape and acknowledged (retrying it could never succeed).
 //!
 //! Errors at this boundary are either retryable (an AWS dependency failed: the invocation
 //! returns an error, so Lambda's async retries, Scheduler's retry policy or the SQS
@@ -17,28 +18,30 @@ mod event;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use axum::Router;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing::{error, info, warn};
 
-pub use config::{AwsConfig, ConfigError};
-pub use event::{HttpApiRequest, Invocation, SqsRecord};
+pub(crate) use config::{AwsConfig, ConfigError};
+pub(crate) use event::{HttpApiRequest, Invocation, SqsRecord};
 
 use crate::api::{self, Auth};
 use crate::app::{AppError, Fired, Ports, Scheduler};
+use crate::dead_letters::AwsDeadLetters;
 use crate::domain::{Next, TaskId, WakeUp};
 use crate::metrics::EmfMetrics;
-use crate::ports::{Clock, SystemClock, TaskStore};
+use crate::ports::{Clock, SystemClock};
 use crate::store::DynamoStore;
-use crate::wake::aws::{AwsDeadLetters, AwsWaker, AwsWakerConfig};
+use crate::wake::aws::{AwsWaker, AwsWakerConfig};
 use crate::webhook::{
     HttpWebhookClient, Signer, guard::TargetGuard, signing::StandardWebhooksSigner,
 };
 
 /// Why an invocation failed, and whether trying again can help.
 #[derive(Debug, thiserror::Error)]
-pub enum InvocationError {
+pub(crate) enum InvocationError {
     #[error(
         "unrecognised event shape ({0}); expected an API Gateway HTTP API v2 request, a wake-up \
          {{\"kind\":\"wake\",...}}, an SQS batch or a custom.scheduler execution event"
@@ -54,7 +57,7 @@ pub enum InvocationError {
 
 impl InvocationError {
     /// Only a failing dependency is worth another try; a bad event stays bad.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
 }
@@ -81,54 +84,49 @@ fn fired_name(f: Fired) -> &'static str {
     }
 }
 
+/// Logs what a wake-up led to and answers it.
+fn handled(wake: WakeUp, fired: Fired) -> Value {
+    info!(task_id = %wake.task_id, attempt = wake.attempt, result = fired_name(fired), "wake-up handled");
+    json!({"task_id": wake.task_id.to_string(), "attempt": wake.attempt, "result": fired_name(fired)})
+}
+
 /// Serves invocations: the router for HTTP, the scheduler for wake-ups.
 #[derive(Clone)]
-pub struct LambdaHost {
+pub(crate) struct LambdaHost {
     scheduler: Scheduler,
     router: Router,
-    store: Arc<dyn TaskStore>,
 }
 
 impl LambdaHost {
-    /// `ports.store` must be the store the scheduler uses (the execution event reads it).
-    pub fn new(ports: Ports) -> Self {
-        let store = ports.store.clone();
+    pub(crate) fn new(ports: Ports) -> Self {
         let scheduler = Scheduler::new(ports);
         Self {
             router: api::router(scheduler.clone(), Auth::Host),
             scheduler,
-            store,
         }
     }
 
     /// Handles one payload; `Ok` is the response to return.
-    pub async fn handle(&self, payload: &Value) -> Result<Value, InvocationError> {
+    pub(crate) async fn handle(&self, payload: &Value) -> Result<Value, InvocationError> {
         match Invocation::from_json(payload)? {
             Invocation::Http(req) => Ok(self.http(*req).await),
             Invocation::Wake(wake, due) => self.wake(wake, due).await,
             Invocation::Sqs(records) => Ok(self.sqs(records).await),
             Invocation::ExecutionEvent { task_id } => {
-                let task = self
-                    .store
-                    .get(task_id)
-                    .await
-                    .map_err(|e| InvocationError::Unavailable(e.to_string()))?
-                    .ok_or(InvocationError::UnknownTask(task_id))?;
-                self.wake(
-                    WakeUp {
-                        task_id,
-                        attempt: task.attempt_number(),
-                    },
-                    None,
-                )
-                .await
+                // The one AppError this boundary reads more closely: the event named the task.
+                let (wake, fired) = match self.scheduler.fire_task(task_id).await {
+                    Ok(fired) => fired,
+                    Err(AppError::NotFound) => return Err(InvocationError::UnknownTask(task_id)),
+                    Err(e) => return Err(e.into()),
+                };
+                Ok(handled(wake, fired))
             }
         }
     }
 
     /// [`handle`](Self::handle) for the runtime: non-retryable errors are logged and
     /// acknowledged, retryable ones returned so that the invocation is retried.
-    pub async fn invoke(&self, payload: &Value) -> Result<Value, InvocationError> {
+    pub(crate) async fn invoke(&self, payload: &Value) -> Result<Value, InvocationError> {
         match self.handle(payload).await {
             Ok(v) => Ok(v),
             Err(e) if e.is_retryable() => {
@@ -147,7 +145,7 @@ impl LambdaHost {
             Ok(r) => r,
             Err(reason) => {
                 warn!(%reason, "malformed API Gateway request");
-                return event::error_response(400, "invalid_request", &reason);
+                return event::error_response(400, "invalid_request", &reason.to_string());
             }
         };
         let response = match self.router.clone().oneshot(request).await {
@@ -163,10 +161,7 @@ impl LambdaHost {
         due: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<Value, InvocationError> {
         let fired = self.scheduler.fire_due(wake, due).await?;
-        info!(task_id = %wake.task_id, attempt = wake.attempt, result = fired_name(fired), "wake-up handled");
-        Ok(
-            json!({"task_id": wake.task_id.to_string(), "attempt": wake.attempt, "result": fired_name(fired)}),
-        )
+        Ok(handled(wake, fired))
     }
 
     /// Fires every record; those that failed retryably are reported back so SQS redelivers
@@ -225,7 +220,7 @@ impl Clock for OffsetClock {
 }
 
 /// Builds the AWS host from the environment: clients once per cold start.
-pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, AwsWaker)> {
+pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, AwsWaker)> {
     // Honours AWS_ENDPOINT_URL (emulators), AWS_REGION and the function's role credentials.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let clock: Arc<dyn Clock> = match rehearsal_clock_offset()? {
@@ -246,7 +241,12 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
     );
     // On AWS the default is public targets only: the function runs next to the instance
     // metadata service and the VPC. SCHEDULER_ALLOWED_TARGETS widens it deliberately.
-    let targets = TargetGuard::from_env("").map_err(|e| anyhow::anyhow!(e))?;
+    let targets =
+        TargetGuard::parse_allowed(&std::env::var("SCHEDULER_ALLOWED_TARGETS").unwrap_or_default())
+            .map_err(|e| ConfigError::Invalid {
+                name: "SCHEDULER_ALLOWED_TARGETS",
+                reason: e.to_string(),
+            })?;
     let signer: Option<Arc<dyn Signer>> = match &config.signing_secret_arn {
         Some(arn) => Some(Arc::new(signer_from_secret(&sdk, arn).await?)),
         None => {
@@ -255,7 +255,7 @@ pub async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, Aw
         }
     };
     let webhook = HttpWebhookClient::guarded(clock.clone(), signer, targets.clone())
-        .map_err(|e| anyhow::anyhow!("building the HTTP client: {e}"))?;
+        .context("building the HTTP client")?;
     let host = LambdaHost::new(Ports {
         store: Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
@@ -283,17 +283,12 @@ async fn signer_from_secret(
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "secretsmanager GetSecretValue {arn}: {}",
-                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
-            )
-        })?;
-    let secret = value.secret_string().ok_or_else(|| {
-        anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: the secret has no string value")
-    })?;
-    StandardWebhooksSigner::parse(secret)
-        .map_err(|e| anyhow::anyhow!("SIGNING_SECRET_ARN {arn}: {e}"))
+        .map_err(|e| crate::aws_error::sdk_error("secretsmanager GetSecretValue", &e))
+        .with_context(|| format!("SIGNING_SECRET_ARN {arn}"))?;
+    let secret = value
+        .secret_string()
+        .with_context(|| format!("SIGNING_SECRET_ARN {arn}: the secret has no string value"))?;
+    StandardWebhooksSigner::parse(secret).with_context(|| format!("SIGNING_SECRET_ARN {arn}"))
 }
 
 /// Runs the function until the runtime stops it. Configuration errors end the cold start

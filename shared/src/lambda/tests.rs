@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task};
-use crate::ports::{NoDeadLetters, NoMetrics, StoreError, Waker, WebhookClient};
+use crate::ports::{NoDeadLetters, NoMetrics, PortError, Waker, WebhookClient};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/src/lambda/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -142,11 +142,11 @@ struct RecordingWaker(Mutex<Vec<(WakeUp, DateTime<Utc>)>>);
 
 #[async_trait]
 impl Waker for RecordingWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         self.0.lock().unwrap().push((wake, at));
         Ok(())
     }
-    async fn disarm(&self, _wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, _wake: WakeUp) -> Result<(), PortError> {
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use crate::domain::{
     Action, AttemptOutcome, Delivery, HttpMethod, IdempotencyKey, NewTask, Next, Owner, RetryHint,
     RetryPolicy, Status, Task, TaskId, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
 };
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, StoreError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskStore};
 
 pub type Store = Arc<dyn TaskStore>;
 
@@ -164,7 +164,7 @@ pub async fn idempotent_create(store: Store, caps: Caps) {
             Ok(CreateOutcome::Existing(e)) => assert_eq!(e.id, winners[0]),
             Ok(CreateOutcome::Created) => {}
             // A transaction may lose to a concurrent one on real DynamoDB; never a second task.
-            Err(StoreError::Unavailable(_)) => {}
+            Err(PortError::Unavailable(_)) => {}
             Err(e) => panic!("{e}"),
         }
     }
@@ -248,7 +248,7 @@ pub async fn retry_bookkeeping(store: Store, _caps: Caps) {
         // A stale writer (the version before) loses.
         assert!(matches!(
             store.update(&running).await,
-            Err(StoreError::Conflict)
+            Err(PortError::Conflict)
         ));
         let stored = store.get(t.id).await.unwrap().unwrap();
         assert_eq!(stored, after);
@@ -341,7 +341,7 @@ pub async fn cancel_races(store: Store, caps: Caps) {
                 assert_eq!(seen.status, Status::Cancelled, "round {round}");
                 assert_eq!(stored.status, Status::Cancelled);
             }
-            (Err(StoreError::Conflict), ClaimOutcome::Claimed(running)) => {
+            (Err(PortError::Conflict), ClaimOutcome::Claimed(running)) => {
                 assert_eq!(stored, running, "round {round}");
             }
             (cancel, claim) => panic!("round {round}: both or neither won: {cancel:?} {claim:?}"),
@@ -356,7 +356,7 @@ pub async fn cancel_races(store: Store, caps: Caps) {
         store
             .update(&t.cancel(t0() + TimeDelta::seconds(1)).unwrap())
             .await,
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     ));
 }
 

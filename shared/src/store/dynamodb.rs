@@ -52,12 +52,12 @@ use crate::domain::{
     Action, Attempt, Cursor, DeadLetter, IdempotencyKey, Owner, RetryPolicy, Status, Task, TaskId,
     TimeoutSeconds,
 };
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskStore};
 
 type Item = HashMap<String, AttributeValue>;
 
-pub const INDEX_BY_OWNER: &str = "by_owner";
-pub const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
+pub(crate) const INDEX_BY_OWNER: &str = "by_owner";
+pub(crate) const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
 
 /// The task as DynamoDB holds it. Field names are the table's attribute names.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,11 +139,11 @@ fn idem_pk(owner: &Owner, key: &IdempotencyKey) -> String {
     format!("idem#{owner}#{}", key.as_str())
 }
 
-fn unavailable(op: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("dynamodb {op}: {e}"))
+fn unavailable(op: &str, e: impl std::fmt::Display) -> PortError {
+    PortError::Unavailable(format!("dynamodb {op}: {e}"))
 }
 
-fn sdk_error<E, R>(op: &str, e: SdkError<E, R>) -> StoreError
+fn sdk_error<E, R>(op: &str, e: SdkError<E, R>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -215,11 +215,11 @@ impl Record {
     }
 }
 
-fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+fn to_item<T: Serialize>(value: &T) -> Result<Item, PortError> {
     serde_dynamo::to_item(value).map_err(|e| unavailable("encode", e))
 }
 
-fn task_from_item(item: Item) -> Result<Task, StoreError> {
+fn task_from_item(item: Item) -> Result<Task, PortError> {
     serde_dynamo::from_item::<_, Record>(item)
         .map(Record::into_task)
         .map_err(|e| unavailable("decode", e))
@@ -242,9 +242,9 @@ pub struct DynamoStore {
 }
 
 impl DynamoStore {
-    pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+    pub(crate) const DEFAULT_RETENTION_DAYS: u32 = 30;
 
-    pub fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
+    pub(crate) fn new(client: Client, table: impl Into<String>, retention_days: u32) -> Self {
         Self {
             client,
             table: table.into(),
@@ -254,7 +254,8 @@ impl DynamoStore {
 
     /// Creates the table exactly as the CDK app does (for emulators and tests; the deployed
     /// table belongs to the stack). Real DynamoDB needs a wait for ACTIVE after this.
-    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    // Public only for integration-tests until the harness work moves it (see lib.rs).
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), PortError> {
         let key = |name: &str, kind| {
             KeySchemaElement::builder()
                 .attribute_name(name)
@@ -316,7 +317,7 @@ impl DynamoStore {
         HashMap::from([("pk".to_owned(), s(pk))])
     }
 
-    async fn get_item(&self, pk: String) -> Result<Option<Item>, StoreError> {
+    async fn get_item(&self, pk: String) -> Result<Option<Item>, PortError> {
         let out = self
             .client
             .get_item()
@@ -344,7 +345,7 @@ impl DynamoStore {
         &self,
         task: &Task,
         key: &IdempotencyKey,
-    ) -> Result<Option<TaskId>, StoreError> {
+    ) -> Result<Option<TaskId>, PortError> {
         let pk = idem_pk(&task.owner, key);
         // The key is remembered as long as a finished task is (counted from run_at): a
         // repeat after that is a new request.
@@ -390,7 +391,7 @@ impl DynamoStore {
             _ => self.get_item(pk).await?,
         };
         let Some(item) = item else {
-            return Err(StoreError::Unavailable(
+            return Err(PortError::Unavailable(
                 "dynamodb: idempotency key changed concurrently".into(),
             ));
         };
@@ -402,7 +403,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl TaskStore for DynamoStore {
-    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError> {
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
         let Some(key) = &task.idempotency_key else {
             let result = self
                 .client
@@ -436,19 +437,19 @@ impl TaskStore for DynamoStore {
                 .send()
                 .await;
         }
-        Err(StoreError::Unavailable(
+        Err(PortError::Unavailable(
             "dynamodb: idempotency key is being reused concurrently".into(),
         ))
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError> {
         self.get_item(id.to_string())
             .await?
             .map(task_from_item)
             .transpose()
     }
 
-    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+    async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
         let (index, key_attr, key_value) = match q.status {
             None => (INDEX_BY_OWNER, "owner", q.owner.to_string()),
             Some(st) => (
@@ -509,7 +510,7 @@ impl TaskStore for DynamoStore {
         id: TaskId,
         attempt: u32,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         // Mirrors `Task::claim`: the current attempt, and either scheduled and due, or
         // running with an expired lease (its holder died). Rounding is conservative: due
         // and lease times are stored rounded up, `now` is rounded down.
@@ -572,7 +573,7 @@ impl TaskStore for DynamoStore {
         }
     }
 
-    async fn update(&self, task: &Task) -> Result<(), StoreError> {
+    async fn update(&self, task: &Task) -> Result<(), PortError> {
         let result = self
             .client
             .put_item()
@@ -587,7 +588,7 @@ impl TaskStore for DynamoStore {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
                 Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
-                    Err(StoreError::Conflict)
+                    Err(PortError::Conflict)
                 }
                 _ => Err(sdk_error("PutItem", e)),
             },

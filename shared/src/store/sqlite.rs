@@ -21,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use crate::domain::{Cursor, Task, TaskId, WakeUp};
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, StoreError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
 
 const MAX_BATCH: usize = 1024;
 
@@ -30,13 +30,13 @@ type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
 
 /// A task that needs the timer: its wake-up and when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueEntry {
-    pub at: DateTime<Utc>,
-    pub wake: WakeUp,
+pub(crate) struct DueEntry {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) wake: WakeUp,
 }
 
 #[derive(Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     inner: Arc<Inner>,
 }
 
@@ -44,10 +44,12 @@ struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Held while any handle to the store lives; released when the last one drops.
+    _lock: std::fs::File,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("sqlite: {e}"))
+fn unavailable(e: impl std::fmt::Display) -> PortError {
+    PortError::Unavailable(format!("sqlite: {e}"))
 }
 
 fn open(path: &Path) -> rusqlite::Result<Connection> {
@@ -125,7 +127,7 @@ struct Columns {
 }
 
 impl Columns {
-    fn of(task: &Task) -> Result<Self, StoreError> {
+    fn of(task: &Task) -> Result<Self, PortError> {
         Ok(Self {
             owner: task.owner.to_string(),
             status: task.status.as_str(),
@@ -139,7 +141,7 @@ impl Columns {
     }
 }
 
-fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, StoreError> {
+fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
     let Columns {
         owner,
         status,
@@ -174,7 +176,7 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, StoreError> {
     }
 }
 
-fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
+fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
     let Columns {
         status,
         wake_at,
@@ -202,16 +204,36 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), StoreError> {
     if changed == 1 {
         Ok(())
     } else {
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     }
 }
 
+/// An exclusive lock on the data directory, so two processes never share one store: the
+/// single-writer design (group commit on one thread) holds only within one process.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, PortError> {
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| PortError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    file.try_lock().map_err(|_| {
+        PortError::Unavailable(format!(
+            "{} is in use by another task-scheduler process",
+            dir.display()
+        ))
+    })?;
+    Ok(file)
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-        })?;
+    /// Opens (creating if needed) `dir/tasks.db` and starts the writer thread. The store
+    /// owns `dir`: it holds an exclusive lock on `dir/lock` (see [`lock_dir`]).
+    pub(crate) fn open(dir: &Path) -> Result<Self, PortError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| PortError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("tasks.db");
         let writer = open(&path).map_err(unavailable)?;
         migrate(&writer).map_err(unavailable)?;
@@ -225,11 +247,12 @@ impl SqliteStore {
                 path,
                 jobs,
                 readers: Mutex::new(Vec::new()),
+                _lock: lock,
             }),
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
@@ -237,15 +260,15 @@ impl SqliteStore {
     /// answers once that transaction is committed.
     async fn write<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
+        f: impl FnOnce(&Connection) -> Result<T, PortError> + Send + 'static,
+    ) -> Result<T, PortError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let result = f(conn);
             Box::new(move |commit_error: Option<&str>| {
                 let result = match commit_error {
                     Some(e) if result.is_ok() => {
-                        Err(StoreError::Unavailable(format!("sqlite commit: {e}")))
+                        Err(PortError::Unavailable(format!("sqlite commit: {e}")))
                     }
                     _ => result,
                 };
@@ -255,16 +278,16 @@ impl SqliteStore {
         self.inner
             .jobs
             .send(job)
-            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?;
+            .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("sqlite writer stopped".into()))?
+            .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    ) -> Result<T, PortError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = inner.readers.lock().expect("reader pool poisoned").pop();
@@ -286,11 +309,11 @@ impl SqliteStore {
 
     /// Tasks the timer must look at (scheduled, or running under a lease), in wake-up
     /// order, strictly after `after`. Pages the timer's horizon in from disk.
-    pub async fn due_after(
+    pub(crate) async fn due_after(
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError> {
+    ) -> Result<Vec<DueEntry>, PortError> {
         let (ms, id) = after.map_or((i64::MIN, String::new()), |(t, id)| {
             (t.timestamp_millis(), id.to_string())
         });
@@ -325,22 +348,9 @@ impl SqliteStore {
         .await
     }
 
-    /// Tasks caught `running` (at start-up: claims of a process that died).
-    pub async fn running(&self) -> Result<Vec<Task>, StoreError> {
-        self.read(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
-            )?;
-            st.query_map([], |r| r.get::<_, String>(0))?
-                .map(|b| b.and_then(decode))
-                .collect()
-        })
-        .await
-    }
-
     /// Tasks waiting for the timer (scheduled, or running under a lease), counted on the
     /// wake-up index alone.
-    pub async fn pending(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn pending(&self) -> Result<u64, PortError> {
         self.read(|conn| {
             conn.query_row(
                 "SELECT count(*) FROM tasks INDEXED BY tasks_wake WHERE wake_at IS NOT NULL",
@@ -352,7 +362,11 @@ impl SqliteStore {
     }
 
     /// Counts tasks by status (for tests).
-    pub async fn count(&self, status: Option<crate::domain::Status>) -> Result<u64, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn count(
+        &self,
+        status: Option<crate::domain::Status>,
+    ) -> Result<u64, PortError> {
         self.read(move |conn| match status {
             Some(s) => conn.query_row(
                 "SELECT count(*) FROM tasks WHERE status = ?1",
@@ -393,17 +407,32 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
 }
 
 #[async_trait]
+impl TaskScan for SqliteStore {
+    async fn running(&self) -> Result<Vec<Task>, PortError> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM tasks INDEXED BY tasks_running WHERE status = 'running'",
+            )?;
+            st.query_map([], |r| r.get::<_, String>(0))?
+                .map(|b| b.and_then(decode))
+                .collect()
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl TaskStore for SqliteStore {
-    async fn create(&self, task: &Task) -> Result<CreateOutcome, StoreError> {
+    async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
         let task = task.clone();
         self.write(move |conn| insert(conn, &task)).await
     }
 
-    async fn get(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+    async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError> {
         self.read(move |conn| get_task(conn, id)).await
     }
 
-    async fn list(&self, q: &ListQuery) -> Result<Page, StoreError> {
+    async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
         let q = q.clone();
         self.read(move |conn| {
             let (ms, id) = q
@@ -445,7 +474,7 @@ impl TaskStore for SqliteStore {
         id: TaskId,
         attempt: u32,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         // Read and conditional write on the single writer thread: nothing can interleave.
         self.write(move |conn| {
             let Some(task) = get_task(conn, id).map_err(unavailable)? else {
@@ -462,8 +491,29 @@ impl TaskStore for SqliteStore {
         .await
     }
 
-    async fn update(&self, task: &Task) -> Result<(), StoreError> {
+    async fn update(&self, task: &Task) -> Result<(), PortError> {
         let task = task.clone();
         self.write(move |conn| replace(conn, &task)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_store_per_directory_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SqliteStore::open(dir.path()).unwrap();
+        let again = SqliteStore::open(dir.path())
+            .err()
+            .expect("the directory is locked");
+        assert!(again.to_string().contains("in use by another"), "{again}");
+        // Every handle shares the lock; it goes with the last one.
+        let second_handle = first.clone();
+        drop(first);
+        assert!(SqliteStore::open(dir.path()).is_err());
+        drop(second_handle);
+        SqliteStore::open(dir.path()).unwrap();
     }
 }

@@ -27,19 +27,19 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::domain::{Task, TaskId, WakeUp, format_time};
-use crate::ports::{Clock, DeadLetters, StoreError, Waker};
+use crate::domain::{TaskId, WakeUp, format_time};
+use crate::ports::{Clock, PortError, Waker};
 
 /// The longest delay SQS accepts (`DelaySeconds` 0..=900).
-pub const MAX_QUEUE_DELAY: TimeDelta = TimeDelta::seconds(900);
+pub(crate) const MAX_QUEUE_DELAY: TimeDelta = TimeDelta::seconds(900);
 /// How early a schedule fires: covers Scheduler's minute of jitter plus one spare minute.
-pub const SCHEDULE_LEAD: TimeDelta = TimeDelta::minutes(2);
+pub(crate) const SCHEDULE_LEAD: TimeDelta = TimeDelta::minutes(2);
 /// Scheduler's retry policy for invoking the function. A wake-up Scheduler gives up on is a
 /// task that never runs (there is no sweeper on AWS), so retry as long as Scheduler allows:
 /// these are its maxima. They only matter while Lambda refuses invocations (throttling,
 /// outage); after them the event goes to the DLQ, where an operator can see it.
-pub const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
-pub const RETRY_MAX_ATTEMPTS: i32 = 185;
+pub(crate) const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
+pub(crate) const RETRY_MAX_ATTEMPTS: i32 = 185;
 
 /// The payload of every wake-up, on the queue and as a schedule's `Input`:
 /// `{"kind":"wake","task_id":"...","attempt":N,"due":"..."}`. With `due`, an early schedule
@@ -48,17 +48,17 @@ pub const RETRY_MAX_ATTEMPTS: i32 = 185;
 /// one-second granularity waits for its moment. Without it (hand-written events), the
 /// conditional claim decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WakeMessage {
-    pub kind: WakeKind,
-    pub task_id: TaskId,
-    pub attempt: u32,
+pub(crate) struct WakeMessage {
+    pub(crate) kind: WakeKind,
+    pub(crate) task_id: TaskId,
+    pub(crate) attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub due: Option<DateTime<Utc>>,
+    pub(crate) due: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum WakeKind {
+pub(crate) enum WakeKind {
     Wake,
 }
 
@@ -84,20 +84,20 @@ impl From<WakeMessage> for WakeUp {
 
 impl WakeMessage {
     /// A wake-up that knows when its attempt is due.
-    pub fn due_at(wake: WakeUp, due: DateTime<Utc>) -> Self {
+    pub(crate) fn due_at(wake: WakeUp, due: DateTime<Utc>) -> Self {
         Self {
             due: Some(due),
             ..Self::from(wake)
         }
     }
 
-    pub fn to_json(self) -> String {
+    pub(crate) fn to_json(self) -> String {
         serde_json::to_string(&self).expect("a wake message serializes")
     }
 }
 
 /// `arn:partition:lambda:region:account:function:name[:qualifier]` without the qualifier.
-pub fn unqualified(arn: &str) -> &str {
+pub(crate) fn unqualified(arn: &str) -> &str {
     let parts: Vec<&str> = arn.splitn(8, ':').collect();
     if parts.len() == 8 && parts[2] == "lambda" && parts[5] == "function" {
         let keep: usize = parts[..7].iter().map(|p| p.len() + 1).sum::<usize>() - 1;
@@ -107,48 +107,56 @@ pub fn unqualified(arn: &str) -> &str {
     }
 }
 
+/// A schedule name Scheduler would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schedule name {0:?}: 1-64 of [0-9a-zA-Z-_.]")]
+pub(crate) struct InvalidScheduleName(String);
+
+/// A schedule expression Scheduler would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid schedule expression {0:?}: want at(yyyy-mm-ddThh:mm:ss)")]
+pub(crate) struct InvalidAtExpression(String);
+
 /// A schedule name Scheduler accepts: 1 to 64 of `[0-9a-zA-Z-_.]`. (moto accepts anything,
 /// so the project checks before sending.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScheduleName(String);
+pub(crate) struct ScheduleName(String);
 
 impl ScheduleName {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidScheduleName> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
         if (1..=64).contains(&s.len()) && s.chars().all(ok_char) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(format!(
-                "invalid schedule name {s:?}: 1-64 of [0-9a-zA-Z-_.]"
-            ))
+            Err(InvalidScheduleName(s.to_owned()))
         }
     }
 
     /// `<task_id>-<attempt>`: one schedule per attempt, so re-arming is idempotent.
-    pub fn of(wake: WakeUp) -> Self {
+    pub(crate) fn of(wake: WakeUp) -> Self {
         Self::parse(&format!("{}-{}", wake.task_id, wake.attempt)).expect("ULID-number is valid")
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
 
 /// A one-time schedule expression, `at(yyyy-mm-ddThh:mm:ss)` in UTC, whole minutes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AtExpression {
-    pub at: DateTime<Utc>,
+pub(crate) struct AtExpression {
+    pub(crate) at: DateTime<Utc>,
 }
 
 impl AtExpression {
-    pub fn to_expression(&self) -> String {
+    pub(crate) fn to_expression(&self) -> String {
         format!("at({})", self.at.format("%Y-%m-%dT%H:%M:%S"))
     }
 
     /// Parses and checks an expression the way Scheduler would: the exact shape, a real
     /// date and time.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid schedule expression {s:?}: want at(yyyy-mm-ddThh:mm:ss)");
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidAtExpression> {
+        let bad = || InvalidAtExpression(s.to_owned());
         let inner = s
             .strip_prefix("at(")
             .and_then(|r| r.strip_suffix(')'))
@@ -165,7 +173,7 @@ impl AtExpression {
 
 /// How a wake-up is carried.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// `SendMessage` with `DelaySeconds`.
     Queue { delay_seconds: i32 },
     /// `CreateSchedule` firing at `expression`.
@@ -179,7 +187,7 @@ pub enum Plan {
 /// its due time and arrives up to a second early; `Scheduler::fire_due` waits out that
 /// fraction, so the delivery is on time rather than up to a second late. Later: a schedule
 /// two minutes early, truncated to the minute.
-pub fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+pub(crate) fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
     let wait = at - now;
     if wait <= MAX_QUEUE_DELAY {
         return Plan::Queue {
@@ -197,22 +205,22 @@ pub fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
 
 /// Where the wake-ups go; from the environment (see `lambda::AwsConfig`).
 #[derive(Debug, Clone)]
-pub struct AwsWakerConfig {
-    pub delay_queue_url: String,
-    pub schedule_group: String,
-    pub scheduler_role_arn: String,
-    pub dlq_arn: String,
+pub(crate) struct AwsWakerConfig {
+    pub(crate) delay_queue_url: String,
+    pub(crate) schedule_group: String,
+    pub(crate) scheduler_role_arn: String,
+    pub(crate) dlq_arn: String,
 }
 
-fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, StoreError> {
-    r.map_err(|e| StoreError::Unavailable(format!("scheduler request: {e}")))
+fn built<T>(r: Result<T, aws_sdk_scheduler::error::BuildError>) -> Result<T, PortError> {
+    r.map_err(|e| PortError::Unavailable(format!("scheduler request: {e}")))
 }
 
 use crate::aws_error::sdk_error;
 
 /// [`Waker`] on SQS (delay queue) and EventBridge Scheduler.
 #[derive(Clone)]
-pub struct AwsWaker {
+pub(crate) struct AwsWaker {
     sqs: aws_sdk_sqs::Client,
     scheduler: aws_sdk_scheduler::Client,
     clock: Arc<dyn Clock>,
@@ -223,7 +231,7 @@ pub struct AwsWaker {
 }
 
 impl AwsWaker {
-    pub fn new(
+    pub(crate) fn new(
         sqs: aws_sdk_sqs::Client,
         scheduler: aws_sdk_scheduler::Client,
         clock: Arc<dyn Clock>,
@@ -243,7 +251,7 @@ impl AwsWaker {
     /// The schedules' target. A qualified ARN (`...:function:name:alias` or `:version`) is
     /// cut to the function itself: the scheduler role may invoke only the unqualified ARN,
     /// and a wake-up should reach whatever version is live when it fires.
-    pub fn set_target_arn(&self, arn: &str) {
+    pub(crate) fn set_target_arn(&self, arn: &str) {
         if !arn.is_empty() {
             let _ = self.target_arn.set(unqualified(arn).to_owned());
         }
@@ -254,7 +262,7 @@ impl AwsWaker {
         wake: WakeUp,
         due: DateTime<Utc>,
         delay_seconds: i32,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.sqs
             .send_message()
             .queue_url(&self.config.delay_queue_url)
@@ -273,16 +281,16 @@ impl AwsWaker {
         due: DateTime<Utc>,
         name: &ScheduleName,
         expression: &AtExpression,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let arn = self.target_arn.get().ok_or_else(|| {
-            StoreError::Unavailable(
+            PortError::Unavailable(
                 "scheduler: this function's ARN is not known yet (no invocation context)".into(),
             )
         })?;
         // Check what moto would not.
         let text = expression.to_expression();
-        AtExpression::parse(&text).map_err(StoreError::Unavailable)?;
-        ScheduleName::parse(name.as_str()).map_err(StoreError::Unavailable)?;
+        AtExpression::parse(&text).map_err(|e| PortError::Unavailable(e.to_string()))?;
+        ScheduleName::parse(name.as_str()).map_err(|e| PortError::Unavailable(e.to_string()))?;
         let target = built(
             Target::builder()
                 .arn(arn)
@@ -336,7 +344,7 @@ impl AwsWaker {
 
 #[async_trait]
 impl Waker for AwsWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         match plan(wake, at, self.clock.now()) {
             Plan::Queue { delay_seconds } => self.enqueue(wake, at, delay_seconds).await,
             Plan::Schedule { name, expression } => {
@@ -345,7 +353,7 @@ impl Waker for AwsWaker {
         }
     }
 
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         let name = ScheduleName::of(wake);
         let result = self
             .scheduler
@@ -367,70 +375,6 @@ impl Waker for AwsWaker {
             }
             Err(e) => Err(sdk_error("scheduler DeleteSchedule", &e)),
         }
-    }
-}
-
-/// The dead letter sent to the DLQ when a task's last attempt fails.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeadLetterMessage {
-    pub kind: String,
-    pub task_id: TaskId,
-    pub owner: String,
-    pub url: String,
-    pub attempts: u32,
-    pub last_error: String,
-    pub failed_at: DateTime<Utc>,
-}
-
-impl DeadLetterMessage {
-    pub fn of(task: &Task) -> Self {
-        let dl = task.dead_letter.clone();
-        Self {
-            kind: "dead_letter".into(),
-            task_id: task.id,
-            owner: task.owner.to_string(),
-            url: task.action.webhook().url.as_url().to_string(),
-            attempts: dl
-                .as_ref()
-                .map_or(task.attempts.len() as u32, |d| d.attempts),
-            last_error: dl
-                .as_ref()
-                .map_or_else(|| "delivery failed".to_owned(), |d| d.last_error.clone()),
-            failed_at: dl.map_or(task.updated_at, |d| d.recorded_at),
-        }
-    }
-}
-
-/// [`DeadLetters`] on the SQS dead-letter queue.
-#[derive(Clone)]
-pub struct AwsDeadLetters {
-    sqs: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl AwsDeadLetters {
-    pub fn new(sqs: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            sqs,
-            queue_url: queue_url.into(),
-        }
-    }
-}
-
-#[async_trait]
-impl DeadLetters for AwsDeadLetters {
-    async fn send(&self, task: &Task) -> Result<(), StoreError> {
-        let body = serde_json::to_string(&DeadLetterMessage::of(task))
-            .map_err(|e| StoreError::Unavailable(format!("dead letter: {e}")))?;
-        self.sqs
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| sdk_error("sqs SendMessage (DLQ)", &e))?;
-        tracing::warn!(task_id = %task.id, attempts = task.attempts.len(), "dead letter sent");
-        Ok(())
     }
 }
 

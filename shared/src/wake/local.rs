@@ -19,18 +19,18 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error};
 
 use crate::domain::{TaskId, WakeUp};
-use crate::ports::{Clock, StoreError, Waker};
+use crate::ports::{Clock, PortError, Waker};
 use crate::store::sqlite::{DueEntry, SqliteStore};
 
 /// Where pending wake-ups come from when the in-memory set runs dry.
 #[async_trait]
-pub trait DueSource: Send + Sync + 'static {
+pub(crate) trait DueSource: Send + Sync + 'static {
     /// Up to `limit` wake-ups strictly after `after`, in `(time, task id)` order.
     async fn due_after(
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError>;
+    ) -> Result<Vec<DueEntry>, PortError>;
 }
 
 #[async_trait]
@@ -39,12 +39,12 @@ impl DueSource for SqliteStore {
         &self,
         after: Option<(DateTime<Utc>, TaskId)>,
         limit: usize,
-    ) -> Result<Vec<DueEntry>, StoreError> {
+    ) -> Result<Vec<DueEntry>, PortError> {
         SqliteStore::due_after(self, after, limit).await
     }
 }
 
-pub type FireFn = Arc<dyn Fn(WakeUp) -> BoxFuture<'static, ()> + Send + Sync>;
+pub(crate) type FireFn = Arc<dyn Fn(WakeUp) -> BoxFuture<'static, ()> + Send + Sync>;
 
 type Key = (DateTime<Utc>, TaskId, u32);
 
@@ -74,7 +74,7 @@ struct State {
     horizon: Horizon,
 }
 
-pub struct LocalWaker {
+pub(crate) struct LocalWaker {
     // A tokio mutex because a refill holds it across the page query: an `arm` racing the
     // refill must see the new horizon, or a wake-up committed just after the query would
     // be neither in memory nor after the horizon, and would never fire.
@@ -86,7 +86,7 @@ pub struct LocalWaker {
 
 impl LocalWaker {
     /// `capacity`: wake-ups kept in memory; `page`: how many to read per refill.
-    pub fn new(capacity: usize, page: usize) -> Arc<Self> {
+    pub(crate) fn new(capacity: usize, page: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 set: BTreeSet::new(),
@@ -99,11 +99,12 @@ impl LocalWaker {
     }
 
     /// Number of wake-ups held in memory.
-    pub async fn in_memory(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) async fn in_memory(&self) -> usize {
         self.state.lock().await.set.len()
     }
 
-    async fn refill(&self, state: &mut State, source: &dyn DueSource) -> Result<(), StoreError> {
+    async fn refill(&self, state: &mut State, source: &dyn DueSource) -> Result<(), PortError> {
         let after = match state.horizon {
             Horizon::All => return Ok(()),
             Horizon::Unloaded => None,
@@ -123,7 +124,7 @@ impl LocalWaker {
     }
 
     /// Runs the timer until `shutdown`, then waits up to `drain` for deliveries in flight.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         source: Arc<dyn DueSource>,
         clock: Arc<dyn Clock>,
@@ -203,7 +204,7 @@ impl LocalWaker {
 
 #[async_trait]
 impl Waker for LocalWaker {
-    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
         let mut state = self.state.lock().await;
         if state.horizon.covers(at, wake.task_id) {
             state.set.insert((at, wake.task_id, wake.attempt));
@@ -223,7 +224,7 @@ impl Waker for LocalWaker {
         Ok(())
     }
 
-    async fn disarm(&self, wake: WakeUp) -> Result<(), StoreError> {
+    async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
         self.state
             .lock()
             .await
@@ -251,7 +252,7 @@ mod tests {
             &self,
             after: Option<(DateTime<Utc>, TaskId)>,
             limit: usize,
-        ) -> Result<Vec<DueEntry>, StoreError> {
+        ) -> Result<Vec<DueEntry>, PortError> {
             let mut all = self.0.lock().unwrap().clone();
             all.sort_by_key(|e| (e.at, e.wake.task_id));
             Ok(all

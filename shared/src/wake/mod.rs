@@ -1,9 +1,7 @@
 //! Wake-up adapters: the in-process timer for the local host, Scheduler + SQS on AWS.
 
 #[cfg(feature = "aws")]
-pub mod aws;
-pub mod local;
+pub(crate) mod aws;
+pub(crate) mod local;
 
-#[cfg(feature = "aws")]
-pub use aws::{AwsDeadLetters, AwsWaker};
-pub use local::{DueSource, LocalWaker};
+pub(crate) use local::LocalWaker;

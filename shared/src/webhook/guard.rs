@@ -20,7 +20,33 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use url::{Host, Url};
 
-use crate::ports::TargetPolicy;
+use crate::ports::{TargetPolicy, TargetRefused};
+
+/// Why the guard refused a target, or could not check it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum Refusal {
+    #[error(
+        "{name} resolves to {ip}, which is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
+    )]
+    ResolvesTo { name: String, ip: IpAddr },
+    #[error(
+        "{0} is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
+    )]
+    NotPublic(IpAddr),
+    #[error("{0}: name resolution timed out")]
+    ResolutionTimedOut(String),
+    #[error("{host}: cannot resolve ({reason})")]
+    Unresolvable { host: String, reason: String },
+    #[error("{0}: resolves to no address")]
+    NoAddress(String),
+    #[error("the URL names no host")]
+    NoHost,
+}
+
+/// An entry of an allowed-targets list that is neither a CIDR nor an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} is not a CIDR such as 10.0.0.0/8")]
+pub(crate) struct NotACidr(pub String);
 
 /// Special-purpose IPv4 blocks (IANA registry) that are never "public".
 const V4_SPECIAL: [&str; 15] = [
@@ -61,7 +87,7 @@ const V6_SPECIAL: [&str; 12] = [
 /// What the local host allows besides public addresses by default: this machine and the
 /// private networks around it (it is your own machine). Not link-local: that is where cloud
 /// metadata lives.
-pub const LOCAL_DEFAULT_ALLOWED: &str =
+pub(crate) const LOCAL_DEFAULT_ALLOWED: &str =
     "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16";
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
@@ -72,7 +98,7 @@ fn nets(list: &[&str]) -> Vec<IpNet> {
 
 /// Unwraps IPv6 forms that carry an IPv4 address: IPv4-mapped `::ffff:a.b.c.d`,
 /// IPv4-translated `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and 6to4 `2002:AABB:CCDD::`.
-pub fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+pub(crate) fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
@@ -106,7 +132,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Allows public addresses and the operator's allowed CIDRs.
 #[derive(Debug, Clone)]
-pub struct TargetGuard {
+pub(crate) struct TargetGuard {
     special: Arc<Vec<IpNet>>,
     allowed: Arc<Vec<IpNet>>,
     resolve_timeout: Duration,
@@ -114,11 +140,12 @@ pub struct TargetGuard {
 
 impl TargetGuard {
     /// Public addresses only (the AWS host's default; `SCHEDULER_ALLOWED_TARGETS=""`).
-    pub fn public_only() -> Self {
+    #[cfg(test)]
+    pub(crate) fn public_only() -> Self {
         Self::allowing(Vec::new())
     }
 
-    pub fn allowing(allowed: Vec<IpNet>) -> Self {
+    pub(crate) fn allowing(allowed: Vec<IpNet>) -> Self {
         let mut special = nets(&V4_SPECIAL);
         special.extend(nets(&V6_SPECIAL));
         Self {
@@ -129,34 +156,24 @@ impl TargetGuard {
     }
 
     /// Parses `SCHEDULER_ALLOWED_TARGETS`-style text: comma-separated CIDRs (or addresses).
-    pub fn parse_allowed(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse_allowed(s: &str) -> Result<Self, NotACidr> {
         let mut allowed = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let net = item
                 .parse::<IpNet>()
                 .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    format!("SCHEDULER_ALLOWED_TARGETS: {item} is not a CIDR such as 10.0.0.0/8")
-                })?;
+                .map_err(|_| NotACidr(item.to_owned()))?;
             allowed.push(net);
         }
         Ok(Self::allowing(allowed))
     }
 
-    /// `SCHEDULER_ALLOWED_TARGETS` when set (even empty), else `default` (CIDR text).
-    pub fn from_env(default: &str) -> Result<Self, String> {
-        match std::env::var("SCHEDULER_ALLOWED_TARGETS") {
-            Ok(v) => Self::parse_allowed(&v),
-            Err(_) => Self::parse_allowed(default),
-        }
-    }
-
-    pub fn is_public(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_public(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         !self.special.iter().any(|n| n.contains(&ip))
     }
 
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    pub(crate) fn allows(&self, ip: IpAddr) -> bool {
         let judged = canonical(ip);
         self.is_public(judged)
             || self
@@ -165,22 +182,26 @@ impl TargetGuard {
                 .any(|n| n.contains(&judged) || n.contains(&ip))
     }
 
-    fn refusal(&self, what: &str, ip: IpAddr) -> String {
-        format!(
-            "{what} resolves to {ip}, which is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
-        )
+    fn refusal(&self, name: &str, ip: IpAddr) -> Refusal {
+        Refusal::ResolvesTo {
+            name: name.to_owned(),
+            ip,
+        }
     }
 
     /// Resolves `host:port` and keeps only allowed addresses; an error if none is left.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
         if is_localhost_name(host) && !self.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
             return Err(self.refusal(host, IpAddr::V4(Ipv4Addr::LOCALHOST)));
         }
         let found: Vec<SocketAddr> =
             tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
                 .await
-                .map_err(|_| format!("{host}: name resolution timed out"))?
-                .map_err(|e| format!("{host}: cannot resolve ({e})"))?
+                .map_err(|_| Refusal::ResolutionTimedOut(host.to_owned()))?
+                .map_err(|e| Refusal::Unresolvable {
+                    host: host.to_owned(),
+                    reason: e.to_string(),
+                })?
                 .collect();
         let allowed: Vec<SocketAddr> = found
             .iter()
@@ -189,14 +210,14 @@ impl TargetGuard {
             .collect();
         match (allowed.is_empty(), found.first()) {
             (true, Some(first)) => Err(self.refusal(host, first.ip())),
-            (true, None) => Err(format!("{host}: resolves to no address")),
+            (true, None) => Err(Refusal::NoAddress(host.to_owned())),
             (false, _) => Ok(allowed),
         }
     }
 
     /// The creation-time check. A name that does not resolve now is accepted (it is checked
     /// again at delivery); a name that resolves to any refused address is not.
-    pub async fn check_url(&self, url: &Url) -> Result<(), String> {
+    pub(crate) async fn check_url(&self, url: &Url) -> Result<(), Refusal> {
         let port = url.port_or_known_default().unwrap_or(443);
         match url.host() {
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
@@ -220,25 +241,25 @@ impl TargetGuard {
                 }
                 Ok(())
             }
-            None => Err("the URL names no host".into()),
+            None => Err(Refusal::NoHost),
         }
     }
 
-    fn check_ip(&self, ip: IpAddr) -> Result<(), String> {
+    fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.allows(ip) {
             Ok(())
         } else {
-            Err(format!(
-                "{ip} is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
-            ))
+            Err(Refusal::NotPublic(ip))
         }
     }
 }
 
 #[async_trait]
 impl TargetPolicy for TargetGuard {
-    async fn check(&self, url: &Url) -> Result<(), String> {
-        self.check_url(url).await
+    async fn check(&self, url: &Url) -> Result<(), TargetRefused> {
+        self.check_url(url)
+            .await
+            .map_err(|refusal| TargetRefused(Box::new(refusal)))
     }
 }
 
@@ -246,12 +267,12 @@ impl TargetPolicy for TargetGuard {
 /// and fails the attempt for good instead of retrying.
 #[derive(Debug, thiserror::Error)]
 #[error("target refused: {0}")]
-pub struct Refused(pub String);
+pub(crate) struct Refused(pub Refusal);
 
 /// reqwest's resolver, filtered by the guard: the client connects only to addresses the
 /// guard returned.
 #[derive(Debug, Clone)]
-pub struct GuardedResolver(pub TargetGuard);
+pub(crate) struct GuardedResolver(pub TargetGuard);
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
@@ -308,7 +329,10 @@ mod tests {
         for raw in HOSTILE {
             let url = WebhookUrl::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
             let err = guard.check_url(url.as_url()).await.expect_err(raw);
-            assert!(err.contains("not a public address"), "{raw}: {err}");
+            assert!(
+                err.to_string().contains("not a public address"),
+                "{raw}: {err}"
+            );
         }
     }
 

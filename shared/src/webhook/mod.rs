@@ -2,8 +2,8 @@
 //! `User-Agent` and Standard Webhooks headers; a per-task timeout; redirects never followed;
 //! every outcome classified for retry.
 
-pub mod guard;
-pub mod signing;
+pub(crate) mod guard;
+pub(crate) mod signing;
 
 use std::{sync::Arc, time::Duration};
 
@@ -14,25 +14,26 @@ use reqwest::{StatusCode, header};
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task};
 use crate::ports::{Clock, WebhookClient};
 
-pub const USER_AGENT: &str = concat!("task-scheduler/", env!("CARGO_PKG_VERSION"));
+pub(crate) const USER_AGENT: &str = concat!("task-scheduler/", env!("CARGO_PKG_VERSION"));
 /// Bytes of a failing response kept in the attempt's error, for the user's debugging.
 const ERROR_EXCERPT: usize = 200;
 
 /// Signs a delivery (Standard Webhooks): returns the `webhook-signature` value for
 /// `"{id}.{timestamp}.{body}"`. [`signing::StandardWebhooksSigner`] is the HMAC-SHA256 one.
-pub trait Signer: Send + Sync + 'static {
+pub(crate) trait Signer: Send + Sync + 'static {
     fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String;
 }
 
-pub struct HttpWebhookClient {
+pub(crate) struct HttpWebhookClient {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     signer: Option<Arc<dyn Signer>>,
 }
 
 impl HttpWebhookClient {
-    /// A client that calls any target (tests, and hosts that check targets elsewhere).
-    pub fn new(
+    /// A client that calls any target (tests only: the hosts always guard).
+    #[cfg(test)]
+    pub(crate) fn new(
         clock: Arc<dyn Clock>,
         signer: Option<Arc<dyn Signer>>,
     ) -> Result<Self, reqwest::Error> {
@@ -41,7 +42,7 @@ impl HttpWebhookClient {
 
     /// A client that connects only to addresses the guard allows, resolved by the guard
     /// itself (no second lookup for DNS rebinding to exploit).
-    pub fn guarded(
+    pub(crate) fn guarded(
         clock: Arc<dyn Clock>,
         signer: Option<Arc<dyn Signer>>,
         guard: guard::TargetGuard,
@@ -74,7 +75,7 @@ impl HttpWebhookClient {
 }
 
 /// Parses `Retry-After`: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -84,7 +85,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
 }
 
 /// Which failures are worth retrying: 408, 425, 429 and 5xx; other statuses are final.
-pub fn classify(status: StatusCode) -> RetryHint {
+pub(crate) fn classify(status: StatusCode) -> RetryHint {
     match status.as_u16() {
         200..=299 => RetryHint::Success,
         408 | 425 | 429 | 500..=599 => RetryHint::Retryable { after: None },

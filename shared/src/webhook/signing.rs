@@ -3,15 +3,57 @@
 //! active secret (space-separated) so receivers keep verifying while a secret is rotated.
 //! Secrets are written `whsec_<base64>`.
 
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
 use base64::{Engine, engine::general_purpose::STANDARD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use super::Signer;
 
-pub const PREFIX: &str = "whsec_";
+pub(crate) const PREFIX: &str = "whsec_";
 
-pub struct StandardWebhooksSigner {
+/// Where a local scheduler keeps the secret it generated, inside its data directory.
+pub(crate) const SECRET_FILE: &str = "signing-secret";
+
+/// A signing secret that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InvalidSecret {
+    #[error("a whsec_ secret is not valid base64")]
+    NotBase64,
+    #[error("a signing secret must carry at least {MIN_KEY_BYTES} bytes")]
+    TooShort,
+    #[error("no signing secret given")]
+    Empty,
+}
+
+/// The shortest key accepted: the Standard Webhooks libraries require 24 bytes.
+const MIN_KEY_BYTES: usize = 24;
+
+/// Why the secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SecretFileError {
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Invalid {
+        path: PathBuf,
+        reason: InvalidSecret,
+    },
+}
+
+pub(crate) struct StandardWebhooksSigner {
     keys: Vec<Vec<u8>>,
 }
 
@@ -24,30 +66,62 @@ impl std::fmt::Debug for StandardWebhooksSigner {
 impl StandardWebhooksSigner {
     /// Parses comma-separated secrets, the newest first. `whsec_<base64>` is decoded; a value
     /// without the prefix (e.g. a generated AWS Secrets Manager string) is used as raw bytes.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, InvalidSecret> {
         let mut keys = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let key = match item.strip_prefix(PREFIX) {
-                Some(b64) => STANDARD
-                    .decode(b64)
-                    .map_err(|_| "a whsec_ secret is not valid base64".to_owned())?,
+                Some(b64) => STANDARD.decode(b64).map_err(|_| InvalidSecret::NotBase64)?,
                 None => item.as_bytes().to_vec(),
             };
-            if key.len() < 24 {
-                return Err("a signing secret must carry at least 24 bytes".into());
+            if key.len() < MIN_KEY_BYTES {
+                return Err(InvalidSecret::TooShort);
             }
             keys.push(key);
         }
         if keys.is_empty() {
-            return Err("no signing secret given".into());
+            return Err(InvalidSecret::Empty);
         }
         Ok(Self { keys })
     }
 
     /// A new random secret in `whsec_` form (32 bytes).
-    pub fn generate() -> String {
+    pub(crate) fn generate() -> String {
         let bytes: [u8; 32] = rand::random();
         format!("{PREFIX}{}", STANDARD.encode(bytes))
+    }
+
+    /// The secret kept in `path`, generated there on first use: created only if absent
+    /// (`create_new`, so two starts never overwrite each other's secret), readable by the
+    /// owner only, and synced before use, since receivers are given it to verify with.
+    pub(crate) fn load_or_generate(path: &Path) -> Result<Self, SecretFileError> {
+        let secret = match std::fs::read_to_string(path) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secret = Self::generate();
+                let create = |source| SecretFileError::Create {
+                    path: path.to_owned(),
+                    source,
+                };
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(create)?;
+                file.write_all(secret.as_bytes()).map_err(create)?;
+                file.sync_all().map_err(create)?;
+                secret
+            }
+            Err(source) => {
+                return Err(SecretFileError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        Self::parse(secret.trim()).map_err(|reason| SecretFileError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })
     }
 }
 
@@ -146,5 +220,39 @@ mod tests {
         wh.verify(body, &headers)
             .expect("verified by the reference library");
         assert!(wh.verify(br#"{"message":"tampered"}"#, &headers).is_err());
+    }
+}
+
+#[cfg(test)]
+mod secret_file_tests {
+    use super::*;
+
+    #[test]
+    fn generated_once_then_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        let first = StandardWebhooksSigner::load_or_generate(&path).unwrap();
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(written.starts_with(PREFIX), "{written}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // A second start reads the same secret: the same signature.
+        let second = StandardWebhooksSigner::load_or_generate(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), written);
+        assert_eq!(first.sign("id", 1, b"{}"), second.sign("id", 1, b"{}"));
+    }
+
+    #[test]
+    fn a_bad_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRET_FILE);
+        std::fs::write(&path, "short").unwrap();
+        let e = StandardWebhooksSigner::load_or_generate(&path).unwrap_err();
+        assert!(matches!(e, SecretFileError::Invalid { .. }));
+        assert!(e.to_string().contains(SECRET_FILE), "{e}");
     }
 }
