@@ -333,8 +333,8 @@ async fn an_early_wakeup_that_knows_its_due_time_rearms_without_the_store() {
 }
 
 /// A rig on Tokio's clock, for the tests that run with it paused.
-fn paused_rig() -> (Rig, Arc<crate::ports::TokioClock>) {
-    let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
+fn paused_rig() -> (Rig, Arc<crate::fakes::TokioClock>) {
+    let clock = Arc::new(crate::fakes::TokioClock::starting_at(Utc::now()));
     let rig = Rig::with(
         ScriptedWebhook::default(),
         Arc::new(AllowAllTargets),

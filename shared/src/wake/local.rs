@@ -236,7 +236,7 @@ impl Waker for LocalWaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::TokioClock;
+    use crate::fakes::TokioClock;
     use chrono::TimeDelta;
     use std::sync::Mutex as StdMutex;
     use tokio::sync::mpsc;
