@@ -65,6 +65,8 @@ pub struct ScriptedWebhook {
     pub calls: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
     /// Holds each delivery this long (to overlap concurrent wake-ups).
     pub hold: Mutex<Duration>,
+    /// The scheduler's clock (set by [`Rig`]), so a delivery's time is the scheduler's.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl ScriptedWebhook {
@@ -82,7 +84,7 @@ impl ScriptedWebhook {
 #[async_trait]
 impl WebhookClient for ScriptedWebhook {
     async fn deliver(&self, task: &Task, attempt: u32) -> Delivery {
-        let started_at = Utc::now();
+        let started_at = self.clock.as_ref().map_or_else(Utc::now, |c| c.now());
         self.calls.lock().unwrap().push((
             WakeUp {
                 task_id: task.id,
@@ -168,7 +170,10 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let waker = Arc::new(RecordingWaker::default());
-        let webhook = Arc::new(webhook);
+        let webhook = Arc::new(ScriptedWebhook {
+            clock: Some(clock.clone()),
+            ..webhook
+        });
         let dead_letters = Arc::new(RecordingDeadLetters::default());
         let scheduler = Scheduler::new(Ports {
             store: Arc::new(store.clone()),
