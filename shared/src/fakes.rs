@@ -16,6 +16,30 @@ use crate::ports::{
 };
 use crate::store::SqliteStore;
 
+/// A clock that follows tokio's time, so tests with `tokio::time::pause()` move wall time
+/// and timers together.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TokioClock {
+    base_wall: DateTime<Utc>,
+    base: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub(crate) fn starting_at(base_wall: DateTime<Utc>) -> Self {
+        Self {
+            base_wall,
+            base: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.base;
+        self.base_wall + chrono::TimeDelta::from_std(elapsed).unwrap_or_default()
+    }
+}
+
 /// Records what was armed and disarmed.
 #[derive(Default)]
 pub(crate) struct RecordingWaker {
@@ -42,6 +66,8 @@ pub(crate) struct ScriptedWebhook {
     pub(crate) calls: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
     /// Holds each delivery this long (to overlap concurrent wake-ups).
     pub(crate) hold: Mutex<Duration>,
+    /// The scheduler's clock (set by [`Rig`]), so a delivery's time is the scheduler's.
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl ScriptedWebhook {
@@ -59,7 +85,7 @@ impl ScriptedWebhook {
 #[async_trait]
 impl WebhookClient for ScriptedWebhook {
     async fn deliver(&self, task: &Task, attempt: u32) -> Delivery {
-        let started_at = Utc::now();
+        let started_at = self.clock.as_ref().map_or_else(Utc::now, |c| c.now());
         self.calls.lock().unwrap().push((
             WakeUp {
                 task_id: task.id,
@@ -145,7 +171,10 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
         let waker = Arc::new(RecordingWaker::default());
-        let webhook = Arc::new(webhook);
+        let webhook = Arc::new(ScriptedWebhook {
+            clock: Some(clock.clone()),
+            ..webhook
+        });
         let dead_letters = Arc::new(RecordingDeadLetters::default());
         let scheduler = Scheduler::new(Ports {
             store: Arc::new(store.clone()),

@@ -142,33 +142,6 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that follows tokio's time, so tests with `tokio::time::pause()` move wall time
-/// and timers together.
-#[cfg(test)]
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TokioClock {
-    base_wall: DateTime<Utc>,
-    base: tokio::time::Instant,
-}
-
-#[cfg(test)]
-impl TokioClock {
-    pub(crate) fn starting_at(base_wall: DateTime<Utc>) -> Self {
-        Self {
-            base_wall,
-            base: tokio::time::Instant::now(),
-        }
-    }
-}
-
-#[cfg(test)]
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now() - self.base;
-        self.base_wall + chrono::TimeDelta::from_std(elapsed).unwrap_or_default()
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct NoMetrics;
 impl Metrics for NoMetrics {}

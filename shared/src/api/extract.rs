@@ -144,15 +144,25 @@ mod tests {
 
     #[test]
     fn canonical_form_ignores_key_order_and_whitespace() {
-        let a: Value =
-            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": null}}"#)
-                .unwrap();
-        let b: Value =
-            serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}"#).unwrap();
-        assert_eq!(canonical(&a), canonical(&b));
+        // Two byte strings that really differ: keys in another order at every depth, and
+        // other whitespace.
+        let a = br#"{"b": 1, "a": {"y": [1, {"q": 2, "p": 1}], "x": null}}"#;
+        let b = b"{ \"a\" :{\"x\":null,\n\t\"y\":[ 1,{\"p\":1,\"q\":2} ]},\"b\":1 }";
+        assert_ne!(&a[..], &b[..]);
+        let canonical_of = |bytes: &[u8]| parse_json::<Value>(bytes).unwrap().canonical;
         assert_eq!(
-            canonical(&b),
+            canonical_of(a),
             r#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":1}"#
+        );
+        assert_eq!(canonical_of(b), canonical_of(a));
+        // What differs in content still differs: array order, a value.
+        assert_ne!(
+            canonical_of(br#"{"a":{"x":null,"y":[{"p":1,"q":2},1]},"b":1}"#),
+            canonical_of(a)
+        );
+        assert_ne!(
+            canonical_of(br#"{"a":{"x":null,"y":[1,{"p":1,"q":2}]},"b":2}"#),
+            canonical_of(a)
         );
     }
 

@@ -7,7 +7,7 @@ use super::*;
 use crate::domain::{
     Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
 };
-use crate::fakes::{BlockHost, Rig, ScriptedWebhook};
+use crate::fakes::{BlockHost, Rig, ScriptedWebhook, TokioClock};
 use crate::ports::{AllowAllTargets, SystemClock};
 
 fn owner(name: &str) -> Owner {
@@ -82,11 +82,12 @@ async fn a_duplicate_wakeup_never_delivers_twice() {
     assert_eq!(rig.webhook.call_count(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn concurrent_wakeups_of_one_attempt_deliver_once() {
-    let rig = Rig::new(ScriptedWebhook::default());
+    let (rig, clock) = paused_rig();
+    // The winner holds its delivery while the others try to claim.
     *rig.webhook.hold.lock().unwrap() = Duration::from_millis(50);
-    let t = create(&rig, Utc::now() - TimeDelta::seconds(1), 3).await;
+    let t = create(&rig, clock.now() - TimeDelta::seconds(1), 3).await;
     let fires = (0..8).map(|_| rig.scheduler.fire(wake(&t)));
     let results = futures::future::join_all(fires).await;
     let delivered = results
@@ -107,11 +108,16 @@ async fn an_early_wakeup_rearms_for_the_due_time() {
     assert_eq!(rig.webhook.call_count(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
-    let retry = RetryHint::Retryable { after: None };
-    let rig = Rig::new(ScriptedWebhook::answering(&[retry, retry]));
-    let t = create(&rig, Utc::now(), 2).await;
+    // The receiver asks for 30 s; the policy caps every wait at 1 s: the retry is due exactly
+    // 1 s after the failure, neither sooner (a zero or past backoff) nor later.
+    let retry = RetryHint::Retryable {
+        after: Some(Duration::from_secs(30)),
+    };
+    let (rig, clock) = paused_rig_with(ScriptedWebhook::answering(&[retry, retry]));
+    let t = create(&rig, clock.now(), 2).await;
+    let failed_at = clock.now();
     assert!(matches!(
         rig.scheduler.fire(wake(&t)).await.unwrap(),
         Fired::Delivered(Next::Retry { .. })
@@ -124,8 +130,9 @@ async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
             attempt: 2
         }
     );
-    assert!(
-        at <= Utc::now() + TimeDelta::seconds(1),
+    assert_eq!(
+        at,
+        failed_at + TimeDelta::seconds(1),
         "backoff capped at 1 s"
     );
     // The stale wake-up for attempt 1 arriving again re-arms attempt 2 (lost-arm repair) but
@@ -142,7 +149,12 @@ async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
         Fired::Rearmed
     );
     assert_eq!(rig.webhook.call_count(), before);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A millisecond before the backoff ends, attempt 2 is not due: it is re-armed, not sent.
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert_eq!(rig.scheduler.fire(w).await.unwrap(), Fired::Rearmed);
+    assert_eq!(rig.last_armed(), Some((w, at)));
+    assert_eq!(rig.webhook.call_count(), before);
+    tokio::time::advance(Duration::from_millis(1)).await;
     assert_eq!(
         rig.scheduler.fire(w).await.unwrap(),
         Fired::Delivered(Next::Failed)
@@ -157,11 +169,14 @@ async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
         (Status::Scheduled, 3)
     );
     assert_eq!(
-        rig.last_armed().unwrap().0,
-        WakeUp {
-            task_id: t.id,
-            attempt: 3
-        }
+        rig.last_armed().unwrap(),
+        (
+            WakeUp {
+                task_id: t.id,
+                attempt: 3
+            },
+            clock.now()
+        )
     );
     assert!(matches!(
         rig.scheduler.retry(&owner("alice"), t.id).await,
@@ -169,14 +184,15 @@ async fn retryable_failures_arm_the_next_attempt_then_dead_letter() {
     ));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cancelled_task_is_disarmed_and_never_delivered() {
-    let rig = Rig::new(ScriptedWebhook::default());
-    let t = create(&rig, Utc::now() + TimeDelta::milliseconds(10), 3).await;
+    let (rig, clock) = paused_rig();
+    let t = create(&rig, clock.now() + TimeDelta::milliseconds(10), 3).await;
     let c = rig.scheduler.cancel(&owner("alice"), t.id).await.unwrap();
     assert_eq!(c.status, Status::Cancelled);
     assert_eq!(rig.waker.disarmed.lock().unwrap().as_slice(), &[wake(&t)]);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Past run_at, a wake-up that still arrives finds the task cancelled.
+    tokio::time::advance(Duration::from_millis(20)).await;
     assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
     assert_eq!(rig.webhook.call_count(), 0);
     assert!(matches!(
@@ -221,26 +237,38 @@ async fn idempotent_create_returns_the_first_task_and_rearms_it() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_claim_abandoned_by_a_crash_is_recovered_after_its_lease() {
-    let rig = Rig::new(ScriptedWebhook::default());
-    let t = create(&rig, Utc::now() - TimeDelta::seconds(1), 3).await;
+    let (rig, clock) = paused_rig();
+    let t = create(&rig, clock.now(), 3).await;
     // A process claims attempt 1 and dies before recording.
     let crate::ports::ClaimOutcome::Claimed(running) =
-        rig.store.claim(t.id, 1, Utc::now()).await.unwrap()
+        rig.store.claim(t.id, 1, clock.now()).await.unwrap()
     else {
         panic!()
     };
-    // While the lease holds, the wake-up is a duplicate.
+    let lease_until = running.lease_until.unwrap();
+    assert_eq!(
+        lease_until,
+        clock.now() + TimeDelta::seconds(10) + Task::LEASE_GRACE,
+        "the webhook timeout plus the grace"
+    );
+    // While the lease holds, up to its last millisecond, the wake-up is a duplicate.
     assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
-    // At start-up the local host releases leases; then the attempt is re-claimed.
-    let released = running.release_lease(Utc::now()).unwrap();
-    rig.store.update(&released).await.unwrap();
+    let wait = (lease_until - clock.now()).to_std().unwrap();
+    tokio::time::advance(wait - Duration::from_millis(1)).await;
+    assert_eq!(rig.scheduler.fire(wake(&t)).await.unwrap(), Fired::Dropped);
+    assert_eq!(rig.webhook.call_count(), 0);
+    // Once the clock reaches the lease's end, the attempt is re-claimed and delivered.
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(clock.now(), lease_until);
     assert_eq!(
         rig.scheduler.fire(wake(&t)).await.unwrap(),
         Fired::Delivered(Next::Completed)
     );
     assert_eq!(rig.webhook.call_count(), 1);
+    let done = rig.scheduler.get(&owner("alice"), t.id).await.unwrap();
+    assert_eq!((done.status, done.attempts.len()), (Status::Completed, 1));
 }
 
 #[tokio::test]
@@ -332,14 +360,16 @@ async fn an_early_wakeup_that_knows_its_due_time_rearms_without_the_store() {
     );
 }
 
-/// A rig on Tokio's clock, for the tests that run with it paused.
-fn paused_rig() -> (Rig, Arc<crate::ports::TokioClock>) {
-    let clock = Arc::new(crate::ports::TokioClock::starting_at(Utc::now()));
-    let rig = Rig::with(
-        ScriptedWebhook::default(),
-        Arc::new(AllowAllTargets),
-        clock.clone(),
-    );
+/// A rig on Tokio's clock, for the tests that run with it paused. The clock starts on a
+/// whole second, so times it gives survive the store's millisecond precision unchanged.
+fn paused_rig() -> (Rig, Arc<TokioClock>) {
+    paused_rig_with(ScriptedWebhook::default())
+}
+
+fn paused_rig_with(webhook: ScriptedWebhook) -> (Rig, Arc<TokioClock>) {
+    let start = DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let clock = Arc::new(TokioClock::starting_at(start));
+    let rig = Rig::with(webhook, Arc::new(AllowAllTargets), clock.clone());
     (rig, clock)
 }
 
@@ -357,9 +387,12 @@ async fn a_wakeup_less_than_a_second_early_waits_and_fires_on_time() {
             .unwrap(),
         Fired::Delivered(Next::Completed)
     ));
-    assert_eq!(rig.webhook.call_count(), 1);
-    assert!(clock.now() >= t.run_at, "fired before run_at");
-    assert!(started.elapsed() < Duration::from_millis(10_100));
+    // Delivered on time: neither before run_at nor after it.
+    assert_eq!(
+        rig.webhook.calls.lock().unwrap().as_slice(),
+        &[(wake(&t), t.run_at)]
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
     // Nothing was re-armed: the first arm was the create's.
     assert_eq!(rig.waker.armed.lock().unwrap().len(), 1);
 }

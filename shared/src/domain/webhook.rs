@@ -311,18 +311,35 @@ mod tests {
     }
 
     proptest! {
+        /// Absolute URLs of every scheme a caller might try, with and without credentials:
+        /// exactly the `http`/`https` ones without userinfo are accepted, unchanged.
         #[test]
-        fn parsed_urls_are_always_http_and_bounded(s in "\\PC{0,64}", host in "[a-z]{1,20}", path in "[a-zA-Z0-9/_-]{0,40}") {
-            if let Ok(u) = WebhookUrl::parse(&s) {
-                prop_assert!(matches!(u.as_url().scheme(), "http" | "https"));
-                prop_assert!(u.as_str().len() <= 2048 + 8);
+        fn only_http_and_https_urls_without_credentials_are_accepted(
+            scheme in "(https?|ftp|file|javascript)",
+            userinfo in proptest::option::of("[a-z]{1,8}(:[a-zA-Z0-9]{0,8})?"),
+            host in "[a-z]{1,20}",
+            port in proptest::option::of(1u16..),
+            path in "[a-zA-Z0-9/_-]{0,40}",
+        ) {
+            let at = userinfo.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
+            let port_part = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let s = format!("{scheme}://{at}{host}.example{port_part}/{path}");
+            let accepted = WebhookUrl::parse(&s);
+            let expected = matches!(scheme.as_str(), "http" | "https") && userinfo.is_none();
+            prop_assert_eq!(accepted.is_ok(), expected, "{} -> {:?}", s, accepted);
+            match accepted {
+                Ok(u) => {
+                    let expected_host = format!("{host}.example");
+                    prop_assert_eq!(u.as_url().scheme(), scheme.as_str());
+                    prop_assert_eq!(u.as_url().host_str(), Some(expected_host.as_str()));
+                    prop_assert_eq!(
+                        u.as_url().port_or_known_default(),
+                        Some(port.unwrap_or(if scheme == "https" { 443 } else { 80 }))
+                    );
+                    prop_assert_eq!(u.as_url().path(), format!("/{path}"));
+                }
+                Err(e) => prop_assert_eq!(e.field, "payload.url"),
             }
-            let built = format!("https://{host}.example/{path}");
-            let parsed = WebhookUrl::parse(&built);
-            prop_assert!(parsed.is_ok());
-            let u = parsed.unwrap();
-            let expected = format!("{host}.example");
-            prop_assert_eq!(u.as_url().host_str(), Some(expected.as_str()));
         }
     }
 }

@@ -237,7 +237,7 @@ impl Waker for LocalWaker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::TokioClock;
+    use crate::fakes::TokioClock;
     use chrono::TimeDelta;
     use std::sync::Mutex as StdMutex;
     use tokio::sync::mpsc;
@@ -350,17 +350,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_task_never_fires() {
         let mut h = start(100, 10, vec![]);
+        // Let the timer page in (nothing) so the arms below land in memory, where only
+        // `disarm` can take them out again.
+        tokio::task::yield_now().await;
         let cancelled = entry(t0() + TimeDelta::minutes(10));
         let kept = entry(t0() + TimeDelta::minutes(20));
         arm(&h, cancelled).await;
         arm(&h, kept).await;
+        assert_eq!(h.waker.in_memory().await, 2, "both wake-ups are in memory");
+        // The product's path only: the waker is disarmed. The entry stays on the fake disk,
+        // so nothing but `disarm` can keep it from firing.
         h.waker.disarm(cancelled.wake).await.unwrap();
-        h.disk
-            .0
-            .lock()
-            .unwrap()
-            .retain(|e| e.wake != cancelled.wake);
-        assert_eq!(h.fired.recv().await.unwrap().0, kept.wake);
+        assert_eq!(h.waker.in_memory().await, 1);
+        // The timer runs past the cancelled one's time: the later sibling fires, on time.
+        assert_eq!(h.fired.recv().await.unwrap(), (kept.wake, kept.at));
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(h.fired.try_recv().is_err(), "the cancelled task fired");
         h.shutdown.cancel();
@@ -368,37 +371,50 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pending_wakeups_on_disk_fire_in_order_with_a_small_memory() {
-        // 50 on disk, at most 4 in memory, paged 3 at a time, plus arms racing the paging.
+        // 50 on disk, one second apart, at most 4 in memory, paged 3 at a time.
+        const CAPACITY: usize = 4;
         let mut on_disk: Vec<DueEntry> = (0..50)
             .map(|i| entry(t0() + TimeDelta::seconds(50 - i)))
             .collect();
         on_disk.push(entry(t0() - TimeDelta::hours(1))); // fell due while we were down
-        let mut h = start(4, 3, on_disk.clone());
-        let mut extra = Vec::new();
-        for i in 0..10 {
-            let e = entry(t0() + TimeDelta::milliseconds(2500 * i + 7));
-            arm(&h, e).await;
-            extra.push(e);
-        }
-        let mut expected: Vec<DueEntry> = on_disk.into_iter().chain(extra).collect();
-        expected.sort_by_key(|e| (e.at, e.wake.task_id));
+        let mut h = start(CAPACITY, 3, on_disk.clone());
+        // The timer starts and pages the first wake-ups in.
+        tokio::task::yield_now().await;
+        assert!(h.waker.in_memory().await > 0, "the first page is in memory");
+        // While the disk is paged in, each firing arms two more wake-ups due before the
+        // next one on disk: inside the horizon, so they go to memory, which would grow
+        // past its bound unless the waker sheds the latest back to disk.
+        let mut all = on_disk;
         let mut got = Vec::new();
-        for _ in 0..expected.len() {
-            got.push(h.fired.recv().await.unwrap());
+        let mut most = 0;
+        while got.len() < all.len() {
+            let (wake, at) = h.fired.recv().await.unwrap();
+            got.push((wake, at));
+            if all.len() < 51 + 40 {
+                for ms in [100, 170] {
+                    let e = entry(at + TimeDelta::milliseconds(ms));
+                    arm(&h, e).await;
+                    all.push(e);
+                    let held = h.waker.in_memory().await;
+                    assert!(held <= CAPACITY, "{held} wake-ups in memory");
+                    most = most.max(held);
+                }
+            }
+            let held = h.waker.in_memory().await;
+            assert!(held <= CAPACITY, "{held} wake-ups in memory");
+            most = most.max(held);
         }
+        assert_eq!(most, CAPACITY, "the memory was used up to its bound");
+        all.sort_by_key(|e| (e.at, e.wake.task_id));
         assert_eq!(
             got.iter().map(|g| g.0).collect::<Vec<_>>(),
-            expected.iter().map(|e| e.wake).collect::<Vec<_>>()
+            all.iter().map(|e| e.wake).collect::<Vec<_>>()
         );
         // The overdue one fired at once; the others exactly on time.
         assert_eq!(got[0].1, t0());
-        assert!(
-            got[1..]
-                .iter()
-                .zip(&expected[1..])
-                .all(|(g, e)| g.1 == e.at)
-        );
-        assert!(h.waker.in_memory().await <= 4);
+        assert!(got[1..].iter().zip(&all[1..]).all(|(g, e)| g.1 == e.at));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(h.fired.try_recv().is_err(), "nothing fired twice");
         h.shutdown.cancel();
     }
 }

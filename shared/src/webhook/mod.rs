@@ -368,34 +368,49 @@ mod tests {
 
     #[tokio::test]
     async fn a_signed_delivery_carries_one_signature_per_secret() {
+        // The receiver keeps what it got: the headers and the body, as bytes.
         let seen = Arc::new(std::sync::Mutex::new(None));
         let s = seen.clone();
-        let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| {
-            *s.lock().unwrap() = headers
-                .get("webhook-signature")
-                .map(|v| v.to_str().unwrap().to_owned());
-            async { "ok" }
-        });
+        let app = axum::Router::new().fallback(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                *s.lock().unwrap() = Some((headers, body));
+                async { "ok" }
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let secrets = format!(
-            "{},{}",
+        let (a, b) = (
             signing::StandardWebhooksSigner::generate(),
-            signing::StandardWebhooksSigner::generate()
+            signing::StandardWebhooksSigner::generate(),
         );
-        let signer = Arc::new(signing::StandardWebhooksSigner::parse(&secrets).unwrap());
+        let signer = Arc::new(signing::StandardWebhooksSigner::parse(&format!("{a},{b}")).unwrap());
         let client =
             HttpWebhookClient::new(Arc::new(crate::ports::SystemClock), Some(signer)).unwrap();
-        let d = client
-            .deliver(&task_for(&format!("http://127.0.0.1:{port}/")), 1)
-            .await;
+        let task = task_for(&format!("http://127.0.0.1:{port}/"));
+        let d = client.deliver(&task, 1).await;
         assert_eq!(d.hint, RetryHint::Success);
-        let sig = seen.lock().unwrap().clone().expect("signed");
-        assert_eq!(
-            sig.split(' ').filter(|p| p.starts_with("v1,")).count(),
-            2,
-            "{sig}"
-        );
+        let (headers, body) = seen.lock().unwrap().take().expect("delivered");
+        assert_eq!(&body[..], br#"{"k":"v"}"#);
+        assert_eq!(headers["webhook-id"], task.id.to_string());
+        let sig = headers["webhook-signature"].to_str().unwrap().to_owned();
+        let parts: Vec<&str> = sig.split(' ').collect();
+        assert_eq!(parts.len(), 2, "{sig}");
+        // Each signature, alone, is verified by the reference library with its own secret
+        // over what the receiver got (id, timestamp, body), and by no other secret.
+        for (part, (mine, other)) in parts.iter().zip([(&a, &b), (&b, &a)]) {
+            let mut one = headers.clone();
+            one.insert("webhook-signature", part.parse().unwrap());
+            standardwebhooks::Webhook::new(mine)
+                .unwrap()
+                .verify(&body, &one)
+                .expect("verified with its own secret");
+            assert!(
+                standardwebhooks::Webhook::new(other)
+                    .unwrap()
+                    .verify(&body, &one)
+                    .is_err()
+            );
+        }
     }
 }

@@ -161,26 +161,43 @@ mod tests {
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
+    /// The headers a receiver gets, with `signature` as `webhook-signature`.
+    fn headers(id: &str, ts: i64, signature: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("webhook-id", id.parse().unwrap());
+        h.insert("webhook-timestamp", ts.to_string().parse().unwrap());
+        h.insert("webhook-signature", signature.parse().unwrap());
+        h
+    }
+
     #[test]
     fn rotation_gives_one_signature_per_secret() {
         let a = StandardWebhooksSigner::generate();
         let b = StandardWebhooksSigner::generate();
         let both = StandardWebhooksSigner::parse(&format!("{a},{b}")).unwrap();
-        let sig = both.sign("id", 1, b"{}");
+        let (id, ts, body) = (
+            "01JF3Q8R5V2Z6X4W9YH7K1M0NB",
+            chrono::Utc::now().timestamp(),
+            b"{}",
+        );
+        let sig = both.sign(id, ts, body);
         let parts: Vec<&str> = sig.split(' ').collect();
-        assert_eq!(parts.len(), 2);
-        assert_eq!(
-            parts[0],
-            StandardWebhooksSigner::parse(&a)
+        assert_eq!(parts.len(), 2, "{sig}");
+        // Each part, alone, is verified by the reference library with its own secret (the
+        // newest first) and by no other.
+        for (part, (mine, other)) in parts.iter().zip([(&a, &b), (&b, &a)]) {
+            let h = headers(id, ts, part);
+            standardwebhooks::Webhook::new(mine)
                 .unwrap()
-                .sign("id", 1, b"{}")
-        );
-        assert_eq!(
-            parts[1],
-            StandardWebhooksSigner::parse(&b)
-                .unwrap()
-                .sign("id", 1, b"{}")
-        );
+                .verify(body, &h)
+                .expect("verified with its own secret");
+            assert!(
+                standardwebhooks::Webhook::new(other)
+                    .unwrap()
+                    .verify(body, &h)
+                    .is_err()
+            );
+        }
     }
 
     #[test]
@@ -204,22 +221,28 @@ mod tests {
     fn a_standard_webhooks_library_verifies_our_signature() {
         let secret = StandardWebhooksSigner::generate();
         let signer = StandardWebhooksSigner::parse(&secret).unwrap();
+        let id = "01JF3Q8R5V2Z6X4W9YH7K1M0NB";
         let body = br#"{"message":"Task executed!"}"#;
         let ts = chrono::Utc::now().timestamp();
-        let mut headers = http::HeaderMap::new();
-        headers.insert("webhook-id", "01JF3Q8R5V2Z6X4W9YH7K1M0NB".parse().unwrap());
-        headers.insert("webhook-timestamp", ts.to_string().parse().unwrap());
-        headers.insert(
-            "webhook-signature",
-            signer
-                .sign("01JF3Q8R5V2Z6X4W9YH7K1M0NB", ts, body)
-                .parse()
-                .unwrap(),
-        );
+        let h = headers(id, ts, &signer.sign(id, ts, body));
         let wh = standardwebhooks::Webhook::new(&secret).unwrap();
-        wh.verify(body, &headers)
+        wh.verify(body, &h)
             .expect("verified by the reference library");
-        assert!(wh.verify(br#"{"message":"tampered"}"#, &headers).is_err());
+        // Negative controls: another body, id, timestamp or secret is refused.
+        assert!(wh.verify(br#"{"message":"tampered"}"#, &h).is_err());
+        let sig = h["webhook-signature"].to_str().unwrap();
+        assert!(
+            wh.verify(body, &headers("01JF3Q8R5V2Z6X4W9YH7K1M0NC", ts, sig))
+                .is_err()
+        );
+        assert!(wh.verify(body, &headers(id, ts - 1, sig)).is_err());
+        let stranger = StandardWebhooksSigner::generate();
+        assert!(
+            standardwebhooks::Webhook::new(&stranger)
+                .unwrap()
+                .verify(body, &h)
+                .is_err()
+        );
     }
 }
 

@@ -241,6 +241,7 @@ async fn a_near_wake_up_is_a_delayed_queue_message() {
     };
     let w = wake(2);
     let due = now + TimeDelta::milliseconds(1_400);
+    let armed = std::time::Instant::now();
     r.waker.arm(w, due).await.unwrap();
     let receive = || async {
         r.sqs
@@ -254,8 +255,23 @@ async fn a_near_wake_up_is_a_delayed_queue_message() {
             .unwrap_or_default()
     };
     assert!(receive().await.is_empty(), "delayed: not visible yet");
-    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let msgs = receive().await;
+    // Poll until it shows, within a deadline. DelaySeconds is 1 (1.4 s rounded down): the
+    // message shows after one second, and before two.
+    let deadline = std::time::Duration::from_secs(5);
+    let msgs = loop {
+        let msgs = receive().await;
+        if !msgs.is_empty() {
+            break msgs;
+        }
+        assert!(armed.elapsed() < deadline, "not visible after {deadline:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let visible_after = armed.elapsed();
+    assert!(
+        (std::time::Duration::from_secs(1)..std::time::Duration::from_secs(2))
+            .contains(&visible_after),
+        "visible after {visible_after:?}"
+    );
     assert_eq!(msgs.len(), 1);
     let body: WakeMessage = serde_json::from_str(msgs[0].body().unwrap()).unwrap();
     // The message knows its due time: it became visible after 1 s (DelaySeconds rounds
