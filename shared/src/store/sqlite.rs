@@ -37,7 +37,21 @@ struct Ran {
     reply: Reply,
 }
 
-/// A task that needs the timer: its wake-up and when.
+/// The key a wake-up due at `at` has in the `tasks_wake` index, and so in the local timer:
+/// `at` rounded *up* to the millisecond. One key for both, so the timer's horizon means the
+/// same in memory and on disk; rounded up, so a wake-up never fires before its due time
+/// (a claim a fraction of a millisecond early would be refused and re-armed at the same
+/// instant, over and over).
+pub fn wake_key(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = crate::domain::to_millis(at);
+    if floor == at {
+        at
+    } else {
+        floor + chrono::TimeDelta::milliseconds(1)
+    }
+}
+
+/// A task that needs the timer: its wake-up and when ([`wake_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DueEntry {
     pub at: DateTime<Utc>,
@@ -139,7 +153,7 @@ impl Columns {
             owner: task.owner.to_string(),
             status: task.status.as_str(),
             run_at: task.run_at.timestamp_millis(),
-            wake_at: task.wake().map(|(at, _)| at.timestamp_millis()),
+            wake_at: task.wake().map(|(at, _)| wake_key(at).timestamp_millis()),
             attempt: task.attempt_number(),
             key: task.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             version: i64::try_from(task.version).map_err(unavailable)?,
