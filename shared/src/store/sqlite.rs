@@ -641,6 +641,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn wake_keys_are_due_times_rounded_up_to_the_millisecond() {
+        let whole = t0() + chrono::TimeDelta::milliseconds(7);
+        assert_eq!(wake_key(whole), whole);
+        for sub in [1, 400_000, 999_999] {
+            let at = whole + chrono::TimeDelta::nanoseconds(sub);
+            assert_eq!(
+                wake_key(at),
+                whole + chrono::TimeDelta::milliseconds(1),
+                "{at}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_disk_that_fills_mid_batch_never_makes_an_answer_lie() {
         let dir = tempfile::tempdir().unwrap();

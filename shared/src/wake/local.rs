@@ -18,13 +18,14 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::Duration,
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -219,7 +220,10 @@ impl LocalWaker {
                 let fire = fire.clone();
                 let this = self.clone();
                 inflight.spawn(async move {
-                    fire(wake).await;
+                    // A panic must not leave the wake-up marked as being fired for good.
+                    if AssertUnwindSafe(fire(wake)).catch_unwind().await.is_err() {
+                        error!(task_id = %wake.task_id, attempt = wake.attempt, "firing a wake-up panicked");
+                    }
                     let mut state = this.state.lock().await;
                     if let Some(n) = state.firing.get_mut(&wake) {
                         *n -= 1;
