@@ -35,11 +35,6 @@ impl WebhookUrl {
     pub(crate) fn as_url(&self) -> &Url {
         &self.0
     }
-
-    #[cfg(test)]
-    pub(crate) fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
 }
 
 impl fmt::Display for WebhookUrl {

@@ -7,8 +7,8 @@
 //! one fsync is shared by every request that arrived meanwhile. Reads use their own
 //! connections and never wait for the writer (WAL).
 //!
-//! Invariant that makes batching safe without savepoints: every job performs at most one
-//! mutating statement, so a failed job leaves nothing behind in the shared transaction.
+//! No answer lies, whatever fails mid-batch (see [`run_batch`]): a job answered `Ok` is in a
+//! committed transaction, a job answered `Err` left nothing behind.
 
 use std::{
     path::{Path, PathBuf},
@@ -25,10 +25,33 @@ use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, Task
 
 const MAX_BATCH: usize = 1024;
 
+/// Answers a job's caller. `Some(why)`: the transaction holding the job's writes was lost,
+/// so an `Ok` becomes an error; `None`: they are committed (or there were none).
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+/// A write. Given `Err(why)` when it cannot be run at all, so that its caller is told why.
+type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Ran + Send>;
 
-/// A task that needs the timer: its wake-up and when.
+/// A job that has run: whether its writes are to be kept, and how to answer it.
+struct Ran {
+    ok: bool,
+    reply: Reply,
+}
+
+/// The key a wake-up due at `at` has in the `tasks_wake` index, and so in the local timer:
+/// `at` rounded *up* to the millisecond. One key for both, so the timer's horizon means the
+/// same in memory and on disk; rounded up, so a wake-up never fires before its due time
+/// (a claim a fraction of a millisecond early would be refused and re-armed at the same
+/// instant, over and over).
+pub(crate) fn wake_key(at: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = crate::domain::to_millis(at);
+    if floor == at {
+        at
+    } else {
+        floor + chrono::TimeDelta::milliseconds(1)
+    }
+}
+
+/// A task that needs the timer: its wake-up and when ([`wake_key`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DueEntry {
     pub(crate) at: DateTime<Utc>,
@@ -132,7 +155,7 @@ impl Columns {
             owner: task.owner.to_string(),
             status: task.status.as_str(),
             run_at: task.run_at.timestamp_millis(),
-            wake_at: task.wake().map(|(at, _)| at.timestamp_millis()),
+            wake_at: task.wake().map(|(at, _)| wake_key(at).timestamp_millis()),
             attempt: task.attempt_number(),
             key: task.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             version: i64::try_from(task.version).map_err(unavailable)?,
@@ -264,16 +287,20 @@ impl SqliteStore {
     ) -> Result<T, PortError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            Box::new(move |commit_error: Option<&str>| {
-                let result = match commit_error {
-                    Some(e) if result.is_ok() => {
-                        Err(PortError::Unavailable(format!("sqlite commit: {e}")))
-                    }
-                    _ => result,
-                };
-                let _ = tx.send(result);
-            })
+            let result = match conn {
+                Ok(conn) => f(conn),
+                Err(why) => Err(PortError::Unavailable(why.to_owned())),
+            };
+            Ran {
+                ok: result.is_ok(),
+                reply: Box::new(move |lost: Option<&str>| {
+                    let result = match lost {
+                        Some(why) if result.is_ok() => Err(PortError::Unavailable(why.to_owned())),
+                        _ => result,
+                    };
+                    let _ = tx.send(result);
+                }),
+            }
         });
         self.inner
             .jobs
@@ -388,22 +415,82 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping the jobs unanswered tells each caller the write did not happen.
+        run_batch(&conn, batch);
+    }
+}
+
+/// Runs `batch` in as few transactions as it can (one, unless something fails) and answers
+/// every job truthfully:
+///
+/// - each job runs inside its own savepoint; a job that fails is rolled back to it, so it
+///   leaves nothing behind, and the others go on;
+/// - when SQLite rolls the whole transaction back by itself (`SQLITE_FULL`, `SQLITE_IOERR`,
+///   `SQLITE_BUSY`, seen as the connection back in autocommit), every job of that
+///   transaction is answered with an error, and the jobs after it run in a new transaction,
+///   never in autocommit;
+/// - when `COMMIT` fails, the transaction is rolled back and every job in it is answered
+///   with an error.
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    // The answers of the jobs in the open transaction, given once its fate is known.
+    let mut open: Vec<Reply> = Vec::new();
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        if conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("BEGIN IMMEDIATE")
+        {
             tracing::error!(error = %e, "sqlite could not begin a transaction");
+            let why = format!("sqlite could not begin a transaction: {e}");
+            for job in std::iter::once(job).chain(jobs) {
+                (job(Err(&why)).reply)(None);
+            }
+            return;
+        }
+        if let Err(e) = savepoint(conn, "SAVEPOINT job") {
+            (job(Err(&format!("sqlite savepoint: {e}"))).reply)(None);
             continue;
         }
-        let replies: Vec<Reply> = batch.into_iter().map(|job| job(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT");
-        let error = committed.err().map(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %e, "sqlite commit failed");
-            e.to_string()
-        });
-        for reply in replies {
-            reply(error.as_deref());
+        let ran = job(Ok(conn));
+        let settled = if conn.is_autocommit() {
+            Err("sqlite rolled the transaction back (disk full, I/O error or busy)".to_owned())
+        } else if ran.ok {
+            savepoint(conn, "RELEASE job").map_err(|e| format!("sqlite release: {e}"))
+        } else {
+            savepoint(conn, "ROLLBACK TO job")
+                .and_then(|()| savepoint(conn, "RELEASE job"))
+                .map_err(|e| format!("sqlite rollback to savepoint: {e}"))
+        };
+        match settled {
+            Ok(()) => open.push(ran.reply),
+            Err(why) => {
+                // Whatever this transaction held is gone, or cannot be told apart from the
+                // failed job: give it all up.
+                tracing::error!(error = %why, jobs = open.len() + 1, "sqlite batch rolled back");
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                for reply in open.drain(..).chain(std::iter::once(ran.reply)) {
+                    reply(Some(&why));
+                }
+            }
         }
     }
+    if conn.is_autocommit() {
+        return;
+    }
+    let lost = conn.execute_batch("COMMIT").err().map(|e| {
+        tracing::error!(error = %e, "sqlite commit failed");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        format!("sqlite commit: {e}")
+    });
+    for reply in open {
+        reply(lost.as_deref());
+    }
+}
+
+fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 #[async_trait]
@@ -499,7 +586,223 @@ impl TaskStore for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    //! The group commit never lies: a job told "ok" is on disk, a job told "error" changed
+    //! nothing, whichever statement, transaction or commit failed. Each case queues several
+    //! jobs behind a gate so they land in one batch, then reads the file afresh.
+
+    use std::{future::Future, pin::Pin};
+
     use super::*;
+    use crate::domain::Action;
+    use crate::store::contract::{owner, t0, task};
+
+    type Answer = Pin<Box<dyn Future<Output = Result<(), PortError>> + Send>>;
+
+    /// A task whose body takes most of a page, so a few of them fill a capped file.
+    fn big_task() -> Task {
+        let mut t = task(&owner(), t0(), None);
+        let Action::Webhook(w) = &mut t.action;
+        w.data = Some(serde_json::json!({ "pad": "x".repeat(3000) }));
+        t
+    }
+
+    fn create(store: &SqliteStore, t: &Task) -> Answer {
+        let (store, t) = (store.clone(), t.clone());
+        Box::pin(async move { store.create(&t).await.map(|_| ()) })
+    }
+
+    /// Runs `jobs` as one batch: the writer is held inside a gate job until every one of
+    /// them is queued, so the next batch takes them all, in order.
+    async fn one_batch(store: &SqliteStore, jobs: Vec<Answer>) -> Vec<Result<(), PortError>> {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = mpsc::channel::<()>();
+        let gate = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        let _ = started_tx.send(());
+                        let _ = go_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        let mut queued = Vec::new();
+        for mut job in jobs {
+            // The first poll sends the job to the writer; the answer waits for the commit.
+            assert!(futures::poll!(job.as_mut()).is_pending());
+            queued.push(job);
+        }
+        go.send(()).unwrap();
+        // The gate's own batch may fail (a commit fault left armed); only the jobs matter.
+        let _ = gate.await.unwrap();
+        futures::future::join_all(queued).await
+    }
+
+    /// Closes the store and reports which of `ids` a fresh connection finds on disk.
+    async fn on_disk(store: SqliteStore, ids: &[TaskId]) -> Vec<bool> {
+        let path = store.path().to_owned();
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        ids.iter()
+            .map(|id| {
+                conn.query_row(
+                    "SELECT count(*) FROM tasks WHERE id = ?1",
+                    [id.to_string()],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                    == 1
+            })
+            .collect()
+    }
+
+    fn assert_truthful(answers: &[Result<(), PortError>], present: &[bool]) {
+        for (i, (answer, present)) in answers.iter().zip(present).enumerate() {
+            assert_eq!(
+                answer.is_ok(),
+                *present,
+                "job {i} was answered {answer:?} but is {} on disk",
+                if *present { "present" } else { "absent" }
+            );
+        }
+    }
+
+    #[test]
+    fn wake_keys_are_due_times_rounded_up_to_the_millisecond() {
+        let whole = t0() + chrono::TimeDelta::milliseconds(7);
+        assert_eq!(wake_key(whole), whole);
+        for sub in [1, 400_000, 999_999] {
+            let at = whole + chrono::TimeDelta::nanoseconds(sub);
+            assert_eq!(
+                wake_key(at),
+                whole + chrono::TimeDelta::milliseconds(1),
+                "{at}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_fills_mid_batch_never_makes_an_answer_lie() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        // Room for a few big tasks, not for the twelve of the batch: SQLITE_FULL partway,
+        // which SQLite answers by rolling the whole transaction back.
+        store
+            .write(|conn| {
+                let pages: i64 = conn
+                    .query_row("PRAGMA page_count", [], |r| r.get(0))
+                    .map_err(unavailable)?;
+                conn.pragma_update(None, "max_page_count", pages + 8)
+                    .map_err(unavailable)
+            })
+            .await
+            .unwrap();
+        let tasks: Vec<Task> = (0..12).map(|_| big_task()).collect();
+        let answers = one_batch(&store, tasks.iter().map(|t| create(&store, t)).collect()).await;
+        let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        let present = on_disk(store, &ids).await;
+        assert_truthful(&answers, &present);
+        assert!(
+            answers.iter().any(Result::is_ok) && answers.iter().any(Result::is_err),
+            "the store was meant to fill partway through the batch: {answers:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_leaves_nothing_behind_and_the_others_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let (a, b, c) = (big_task(), big_task(), big_task());
+        // A job whose first statement succeeds and whose second fails.
+        let failing: Answer = {
+            let (store, b) = (store.clone(), b.clone());
+            Box::pin(async move {
+                store
+                    .write(move |conn| {
+                        insert(conn, &b)?;
+                        Err(PortError::Unavailable("the second statement failed".into()))
+                    })
+                    .await
+            })
+        };
+        let answers = one_batch(
+            &store,
+            vec![create(&store, &a), failing, create(&store, &c)],
+        )
+        .await;
+        let present = on_disk(store, &[a.id, b.id, c.id]).await;
+        assert_eq!(
+            answers.iter().map(Result::is_ok).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert_truthful(&answers, &present);
+    }
+
+    /// Makes every COMMIT on `conn` fail (SQLite turns it into a rollback), or stops that.
+    fn fail_commits(conn: &Connection, fail: bool) {
+        extern "C" fn refuse(_: *mut std::ffi::c_void) -> std::ffi::c_int {
+            1
+        }
+        // SAFETY: the handle is the live writer connection, used on its own thread; the hook
+        // captures nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_commit_hook(
+                conn.handle(),
+                fail.then_some(refuse as extern "C" fn(_) -> _),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_answers_every_job_with_an_error_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let (a, c) = (big_task(), big_task());
+        let arm_fault: Answer = {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .write(|conn| {
+                        fail_commits(conn, true);
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let answers = one_batch(
+            &store,
+            vec![create(&store, &a), arm_fault, create(&store, &c)],
+        )
+        .await;
+        assert!(answers.iter().all(Result::is_err), "{answers:?}");
+        // The next batch commits again.
+        let d = big_task();
+        let next = one_batch(
+            &store,
+            vec![
+                Box::pin({
+                    let store = store.clone();
+                    async move {
+                        store
+                            .write(|conn| {
+                                fail_commits(conn, false);
+                                Ok(())
+                            })
+                            .await
+                    }
+                }),
+                create(&store, &d),
+            ],
+        )
+        .await;
+        assert!(next.iter().all(Result::is_ok), "{next:?}");
+        let present = on_disk(store, &[a.id, c.id, d.id]).await;
+        assert_eq!(present, [false, false, true]);
+    }
 
     #[test]
     fn one_store_per_directory_at_a_time() {

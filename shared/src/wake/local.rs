@@ -7,12 +7,25 @@
 //! entries and a *horizon* — every pending wake-up at or before it is in memory; those after
 //! it are on disk only and are paged in (in wake-up order, through [`DueSource`]) when the
 //! set runs dry. A million pending tasks cost disk, not memory.
+//!
+//! That only holds if a wake-up's key in memory is its key on disk:
+//! - times are keyed by [`wake_key`] (rounded up to the millisecond), as the store indexes
+//!   them, so a due time with sub-millisecond digits sorts the same on both sides;
+//! - a wake-up armed again *while it is being fired* (a fire that failed, looking again
+//!   later) may still have its old, earlier key on disk, before the horizon, where paging
+//!   will never find it. Such wake-ups are kept apart, in memory until they fire, and never
+//!   evicted; there are at most as many as fires that failed in the last minute or so.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashMap},
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -20,7 +33,7 @@ use tracing::{debug, error};
 
 use crate::domain::{TaskId, WakeUp};
 use crate::ports::{Clock, PortError, Waker};
-use crate::store::sqlite::{DueEntry, SqliteStore};
+use crate::store::sqlite::{DueEntry, SqliteStore, wake_key};
 
 /// Where pending wake-ups come from when the in-memory set runs dry.
 #[async_trait]
@@ -70,8 +83,23 @@ impl Horizon {
 }
 
 struct State {
+    /// Wake-ups whose key is their key on disk, bounded by `capacity`, and the horizon.
     set: BTreeSet<Key>,
     horizon: Horizon,
+    /// Wake-ups armed while they were being fired: their row may keep an earlier key, so
+    /// they are never left to paging.
+    rearmed: BTreeSet<Key>,
+    /// Wake-ups being fired, and how many times at once.
+    firing: HashMap<WakeUp, usize>,
+}
+
+impl State {
+    fn first(&self) -> Option<Key> {
+        match (self.set.first(), self.rearmed.first()) {
+            (Some(a), Some(b)) => Some(*a.min(b)),
+            (a, b) => a.or(b).copied(),
+        }
+    }
 }
 
 pub(crate) struct LocalWaker {
@@ -91,6 +119,8 @@ impl LocalWaker {
             state: Mutex::new(State {
                 set: BTreeSet::new(),
                 horizon: Horizon::Unloaded,
+                rearmed: BTreeSet::new(),
+                firing: HashMap::new(),
             }),
             notify: Notify::new(),
             capacity: capacity.max(2),
@@ -101,7 +131,8 @@ impl LocalWaker {
     /// Number of wake-ups held in memory.
     #[cfg(test)]
     pub(crate) async fn in_memory(&self) -> usize {
-        self.state.lock().await.set.len()
+        let state = self.state.lock().await;
+        state.set.len() + state.rearmed.len()
     }
 
     async fn refill(&self, state: &mut State, source: &dyn DueSource) -> Result<(), PortError> {
@@ -150,7 +181,7 @@ impl LocalWaker {
                         _ = shutdown.cancelled() => break,
                     }
                 }
-                state.set.first().copied()
+                state.first()
             };
             let Some(key) = first else {
                 tokio::select! {
@@ -174,14 +205,33 @@ impl LocalWaker {
                 _ = shutdown.cancelled() => break,
             };
             // It may have been disarmed while we waited for a permit.
-            if self.state.lock().await.set.remove(&key) {
+            let wake = WakeUp {
+                task_id: key.1,
+                attempt: key.2,
+            };
+            let taken = {
+                let mut state = self.state.lock().await;
+                let taken = state.set.remove(&key) || state.rearmed.remove(&key);
+                if taken {
+                    *state.firing.entry(wake).or_default() += 1;
+                }
+                taken
+            };
+            if taken {
                 let fire = fire.clone();
-                let wake = WakeUp {
-                    task_id: key.1,
-                    attempt: key.2,
-                };
+                let this = self.clone();
                 inflight.spawn(async move {
-                    fire(wake).await;
+                    // A panic must not leave the wake-up marked as being fired for good.
+                    if AssertUnwindSafe(fire(wake)).catch_unwind().await.is_err() {
+                        error!(task_id = %wake.task_id, attempt = wake.attempt, "firing a wake-up panicked");
+                    }
+                    let mut state = this.state.lock().await;
+                    if let Some(n) = state.firing.get_mut(&wake) {
+                        *n -= 1;
+                        if *n == 0 {
+                            state.firing.remove(&wake);
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -205,8 +255,11 @@ impl LocalWaker {
 #[async_trait]
 impl Waker for LocalWaker {
     async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
+        let at = wake_key(at);
         let mut state = self.state.lock().await;
-        if state.horizon.covers(at, wake.task_id) {
+        if state.firing.contains_key(&wake) {
+            state.rearmed.insert((at, wake.task_id, wake.attempt));
+        } else if state.horizon.covers(at, wake.task_id) {
             state.set.insert((at, wake.task_id, wake.attempt));
             if state.set.len() > self.capacity {
                 // Keep the earliest three quarters; the rest stays on disk past the horizon.
@@ -225,11 +278,9 @@ impl Waker for LocalWaker {
     }
 
     async fn disarm(&self, wake: WakeUp) -> Result<(), PortError> {
-        self.state
-            .lock()
-            .await
-            .set
-            .retain(|&(_, id, _)| id != wake.task_id);
+        let mut state = self.state.lock().await;
+        state.set.retain(|&(_, id, _)| id != wake.task_id);
+        state.rearmed.retain(|&(_, id, _)| id != wake.task_id);
         Ok(())
     }
 }
@@ -238,8 +289,12 @@ impl Waker for LocalWaker {
 mod tests {
     use super::*;
     use crate::fakes::TokioClock;
+    use crate::ports::TaskStore;
+    use crate::store::contract;
     use chrono::TimeDelta;
+    use std::future::Future;
     use std::sync::Mutex as StdMutex;
+    use std::sync::atomic::Ordering;
     use tokio::sync::mpsc;
 
     /// Pending wake-ups "on disk".
@@ -416,5 +471,178 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(h.fired.try_recv().is_err(), "nothing fired twice");
         h.shutdown.cancel();
+    }
+
+    /// The local host's policy for a wake-up that failed on a store error.
+    use crate::app::RETRY_FAILED_WAKE;
+
+    /// Runs `f` (a write through the SQLite writer thread) on the blocking pool. Paused
+    /// time does not advance while a blocking task runs, so the clock cannot jump ahead of
+    /// a write still on its way to disk.
+    async fn blocking<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runtime.block_on(f))
+            .await
+            .unwrap()
+    }
+
+    /// Fires like the local host: a wake-up completes its task in the store, except the first
+    /// fire of `failing`, which fails before touching the store and is re-armed later.
+    fn completing(
+        store: SqliteStore,
+        waker: Arc<LocalWaker>,
+        clock: TokioClock,
+        failing: TaskId,
+        fired: mpsc::UnboundedSender<(WakeUp, DateTime<Utc>)>,
+    ) -> FireFn {
+        let failed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Arc::new(move |wake| {
+            let (store, waker, fired, failed_once) = (
+                store.clone(),
+                waker.clone(),
+                fired.clone(),
+                failed_once.clone(),
+            );
+            Box::pin(async move {
+                // Reported once done, with the time it fired.
+                let now = clock.now();
+                if wake.task_id == failing && !failed_once.swap(true, Ordering::SeqCst) {
+                    waker.arm(wake, now + RETRY_FAILED_WAKE).await.unwrap();
+                    let _ = fired.send((wake, now));
+                    return;
+                }
+                blocking(async move {
+                    let crate::ports::ClaimOutcome::Claimed(running) =
+                        store.claim(wake.task_id, wake.attempt, now).await.unwrap()
+                    else {
+                        panic!("{wake:?} fired at {now} but could not be claimed");
+                    };
+                    let delivery = contract::delivery(crate::domain::RetryHint::Success, now);
+                    let (done, _) = running.record(wake.attempt, &delivery, now, 0.0).unwrap();
+                    store.update(&done).await.unwrap();
+                })
+                .await;
+                let _ = fired.send((wake, now));
+            })
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_pending_task_fires_with_a_small_memory_when_keys_could_disagree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let owner = contract::owner();
+        let at = |secs| t0() + TimeDelta::seconds(secs);
+        let task = |run_at, id: Option<TaskId>| {
+            let mut t = contract::task(&owner, run_at, None);
+            t.id = id.unwrap_or(t.id);
+            t
+        };
+        // `sub_ms` sorts before `third` within the same millisecond.
+        let (sub_ms_id, third_id) = {
+            let (a, b) = (TaskId::generate(), TaskId::generate());
+            (a.min(b), a.max(b))
+        };
+        // Far more pending than the 4 wake-ups memory holds, paged 3 at a time: the first
+        // page ends exactly on `third`.
+        let mut pending = vec![
+            task(at(1), None),
+            task(at(2), None),
+            task(at(3), Some(third_id)),
+        ];
+        let failing = task(at(5), None);
+        pending.push(failing.clone());
+        pending.extend((6..=20).chain(120..=126).map(|s| task(at(s), None)));
+        for t in &pending {
+            let (store, t) = (store.clone(), t.clone());
+            blocking(async move { store.create(&t).await.unwrap() }).await;
+        }
+
+        let waker = LocalWaker::new(4, 3);
+        let clock = TokioClock::starting_at(t0());
+        let (tx, mut fired) = mpsc::unbounded_channel();
+        let fire = completing(store.clone(), waker.clone(), clock, failing.id, tx);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(waker.clone().run(
+            Arc::new(store.clone()),
+            Arc::new(clock),
+            fire,
+            4,
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        while waker.in_memory().await < 3 {
+            tokio::task::yield_now().await;
+        }
+
+        // Created (as `delay_seconds` does) once the first page is in memory, due 0.4 ms
+        // into the millisecond the page ends on.
+        let sub_ms = task(at(3) + TimeDelta::microseconds(400), Some(sub_ms_id));
+        blocking({
+            let (store, t) = (store.clone(), sub_ms.clone());
+            async move { store.create(&t).await.unwrap() }
+        })
+        .await;
+        waker
+            .arm(sub_ms.wake().unwrap().1, sub_ms.run_at)
+            .await
+            .unwrap();
+        pending.push(sub_ms.clone());
+
+        // Every task fires once, and `failing` once more; a lost one times out.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut got: Vec<(WakeUp, DateTime<Utc>)> = Vec::new();
+        while got.len() < pending.len() + 1 {
+            match tokio::time::timeout_at(deadline, fired.recv()).await {
+                Ok(Some(f)) => got.push(f),
+                _ => break,
+            }
+        }
+        let expected = |id: TaskId| if id == failing.id { 2 } else { 1 };
+        let missed: Vec<String> = pending
+            .iter()
+            .map(|t| t.id)
+            .filter(|&id| got.iter().filter(|(w, _)| w.task_id == id).count() < expected(id))
+            .map(|id| id.to_string())
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "never fired: {missed:?} (sub-millisecond: {}, re-armed after a failed fire: {})",
+            sub_ms.id,
+            failing.id
+        );
+        for t in &pending {
+            let times: Vec<DateTime<Utc>> = got
+                .iter()
+                .filter(|(w, _)| w.task_id == t.id)
+                .map(|&(_, at)| at)
+                .collect();
+            // Never early, at most the rounding to the next millisecond late.
+            let on_time = |at: DateTime<Utc>, due: DateTime<Utc>| {
+                at >= due && at < due + TimeDelta::milliseconds(1)
+            };
+            if t.id == failing.id {
+                assert_eq!(times.len(), 2, "{times:?}");
+                assert!(on_time(times[0], t.run_at), "{times:?}");
+                assert!(on_time(times[1], times[0] + RETRY_FAILED_WAKE), "{times:?}");
+            } else {
+                assert_eq!(times.len(), 1, "{}: {times:?}", t.id);
+                assert!(
+                    on_time(times[0], t.run_at),
+                    "{} due {}: {times:?}",
+                    t.id,
+                    t.run_at
+                );
+            }
+        }
+        assert_eq!(
+            store
+                .count(Some(crate::domain::Status::Completed))
+                .await
+                .unwrap(),
+            pending.len() as u64
+        );
+        assert_eq!(store.pending().await.unwrap(), 0);
+        shutdown.cancel();
     }
 }
