@@ -6,8 +6,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
-# Test suites run by `make test`; the fragments in mk/ append theirs.
-TEST_TARGETS := test-rust
+# The fragments of mk/, each included by name: a missing or renamed one stops make at once,
+# and a new file in mk/ that is not listed here is refused below, rather than its targets
+# silently missing from `make help` and `make test`.
+MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk
+# Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
+TEST_TARGETS := test-rust test-aws cdk-test test-security
 
 .PHONY: help dev build test test-rust lint fmt
 
@@ -46,6 +50,14 @@ lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit f
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all
 
--include mk/*.mk
+include $(MK_FRAGMENTS)
+ifneq ($(filter-out $(MK_FRAGMENTS),$(wildcard mk/*.mk)),)
+$(error $(filter-out $(MK_FRAGMENTS),$(wildcard mk/*.mk)) not included: add it to MK_FRAGMENTS in the Makefile)
+endif
+# A suite needs a rule: a .PHONY name left without one would make `make test` pass silently.
+RULES := $(shell sed -nE 's/^([a-zA-Z0-9_.-]+):.*/\1/p' $(MAKEFILE_LIST))
+ifneq ($(filter-out $(RULES),$(TEST_TARGETS)),)
+$(error make test: no rule for $(filter-out $(RULES),$(TEST_TARGETS)) (TEST_TARGETS in the Makefile))
+endif
 
 test: $(TEST_TARGETS) ## Every test suite (what CI runs)

@@ -1,5 +1,5 @@
 # The AWS path (issue 3): tests against moto server and the Lambda build with cargo lambda.
-# Included by the main Makefile (`-include mk/*.mk`), which defines CARGO, VENV and its
+# Included by the main Makefile (MK_FRAGMENTS), which defines CARGO, VENV and its
 # $(VENV)/.stamp target (pip-installs requirements-dev.txt: moto, cargo-lambda, ziglang).
 #
 # Knobs (make VAR=value ...):
@@ -19,8 +19,6 @@ VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
 # Lambda host's tests, then the cloud rehearsal (the built binary on cargo lambda's Runtime API).
 AWS_TESTS = $(CARGO) test -p task-scheduler-shared --lib -- store:: wake::aws lambda:: metrics:: && \
   $(CARGO) test -p integration-tests --test aws_rehearsal -- --nocapture
-
-TEST_TARGETS += test-aws
 
 .PHONY: test-aws build-lambda
 

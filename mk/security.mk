@@ -3,8 +3,6 @@
 FUZZ_SEED ?= 20261127
 FUZZ_EXAMPLES ?= 100
 
-TEST_TARGETS += test-security
-
 .PHONY: test-security test-fuzz test-signature
 
 test-security: test-fuzz test-signature ## Fuzzing and the signature check against the real server
