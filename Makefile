@@ -12,6 +12,14 @@ VENV := .venv
 MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk
 # Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
 TEST_TARGETS := test-rust test-aws cdk-test test-security
+# Every debug build of `make test` resolves features as the workspace's tests do (all members,
+# dev-dependencies included, as `cargo nextest run --workspace` does), and the binary that the
+# black-box tests, the rehearsal and the fuzzer run (target/debug/task-scheduler) comes from it.
+# A build of one package (`cargo build -p task-scheduler`, `cargo test -p ...`) resolves other
+# features for task-scheduler-shared (without `default`) and tokio (without `test-util` or
+# `process`), so it compiles shared, tokio and everything above tokio (hyper, reqwest, the AWS
+# SDK) once more.
+BUILD_FOR_TESTS = $(CARGO) build --workspace --bins --tests
 
 .PHONY: help dev build test test-rust lint fmt
 
@@ -32,9 +40,10 @@ $(VENV)/.stamp: requirements-dev.txt
 	touch $@
 
 test-rust: ## Rust unit, route and black-box tests (builds the binary first)
-	$(CARGO) build -p task-scheduler
-	@# The local host alone (no `aws` feature) is what `BENCH_QUICK=1 make bench` builds.
-	$(CARGO) check -p task-scheduler -p bench --no-default-features
+	$(BUILD_FOR_TESTS)
+	@# The local host alone (no `aws` feature) is what `BENCH_QUICK=1 make bench` builds. The
+	@# whole workspace, so that the dependencies checked here are those `make lint` checks too.
+	$(CARGO) check --workspace --all-targets --no-default-features
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
