@@ -21,7 +21,7 @@ TEST_TARGETS := test-rust test-aws cdk-test test-security
 # SDK) once more.
 BUILD_FOR_TESTS = $(CARGO) build --workspace --bins --tests
 
-.PHONY: help dev build test test-rust lint fmt
+.PHONY: help dev build test test-suites test-rust lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
@@ -70,3 +70,9 @@ $(error make test: no rule for $(filter-out $(RULES),$(TEST_TARGETS)) (TEST_TARG
 endif
 
 test: $(TEST_TARGETS) ## Every test suite (what CI runs)
+
+comma := ,
+space := $() $()
+# TEST_TARGETS as a JSON list: the matrix of .github/workflows/deploy.yml.
+test-suites:
+	@echo '[$(subst $(space),$(comma),$(patsubst %,"%",$(TEST_TARGETS)))]'
