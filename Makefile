@@ -6,10 +6,22 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
-# Test suites run by `make test`; the fragments in mk/ append theirs.
-TEST_TARGETS := test-rust
+# The fragments of mk/, each included by name: a missing or renamed one stops make at once,
+# and a new file in mk/ that is not listed here is refused below, rather than its targets
+# silently missing from `make help` and `make test`.
+MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk
+# Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
+TEST_TARGETS := test-rust test-aws cdk-test test-security
+# Every debug build of `make test` resolves features as the workspace's tests do (all members,
+# dev-dependencies included, as `cargo nextest run --workspace` does), and the binary that the
+# black-box tests, the rehearsal and the fuzzer run (target/debug/task-scheduler) comes from it.
+# A build of one package (`cargo build -p task-scheduler`, `cargo test -p ...`) resolves other
+# features for task-scheduler-shared (without `default`) and tokio (without `test-util` or
+# `process`), so it compiles shared, tokio and everything above tokio (hyper, reqwest, the AWS
+# SDK) once more.
+BUILD_FOR_TESTS = $(CARGO) build --workspace --bins --tests
 
-.PHONY: help dev build test test-rust lint fmt
+.PHONY: help dev build test test-suites test-rust lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
@@ -28,9 +40,10 @@ $(VENV)/.stamp: requirements-dev.txt
 	touch $@
 
 test-rust: ## Rust unit, route and black-box tests (builds the binary first)
-	$(CARGO) build -p task-scheduler
-	@# The local host alone (no `aws` feature) is what `BENCH_QUICK=1 make bench` builds.
-	$(CARGO) check -p task-scheduler -p bench --no-default-features
+	$(BUILD_FOR_TESTS)
+	@# The local host alone (no `aws` feature) is what `BENCH_QUICK=1 make bench` builds. The
+	@# whole workspace, so that the dependencies checked here are those `make lint` checks too.
+	$(CARGO) check --workspace --all-targets --no-default-features
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -46,6 +59,20 @@ lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit f
 fmt: ## Format the Rust code
 	$(CARGO) fmt --all
 
--include mk/*.mk
+include $(MK_FRAGMENTS)
+ifneq ($(filter-out $(MK_FRAGMENTS),$(wildcard mk/*.mk)),)
+$(error $(filter-out $(MK_FRAGMENTS),$(wildcard mk/*.mk)) not included: add it to MK_FRAGMENTS in the Makefile)
+endif
+# A suite needs a rule: a .PHONY name left without one would make `make test` pass silently.
+RULES := $(shell sed -nE 's/^([a-zA-Z0-9_.-]+):.*/\1/p' $(MAKEFILE_LIST))
+ifneq ($(filter-out $(RULES),$(TEST_TARGETS)),)
+$(error make test: no rule for $(filter-out $(RULES),$(TEST_TARGETS)) (TEST_TARGETS in the Makefile))
+endif
 
 test: $(TEST_TARGETS) ## Every test suite (what CI runs)
+
+comma := ,
+space := $() $()
+# TEST_TARGETS as a JSON list: the matrix of .github/workflows/deploy.yml.
+test-suites:
+	@echo '[$(subst $(space),$(comma),$(patsubst %,"%",$(TEST_TARGETS)))]'

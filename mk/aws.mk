@@ -1,5 +1,5 @@
 # The AWS path: tests against moto server and the Lambda build with cargo lambda.
-# Included by the main Makefile (`-include mk/*.mk`), which defines CARGO, VENV and its
+# Included by the main Makefile (MK_FRAGMENTS), which defines CARGO, VENV, BUILD_FOR_TESTS and its
 # $(VENV)/.stamp target (pip-installs requirements-dev.txt: moto, cargo-lambda, ziglang).
 #
 # Knobs (make VAR=value ...):
@@ -17,15 +17,16 @@ LAMBDA_BOOTSTRAP := target/lambda/task-scheduler/bootstrap
 VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
 # What test-aws runs with moto up: the store contract and wake-up tests in shared, the
 # Lambda host's tests, then the cloud rehearsal (the built binary on cargo lambda's Runtime API).
-AWS_TESTS = $(CARGO) test -p task-scheduler-shared --lib -- store:: wake::aws lambda:: metrics:: && \
-  $(CARGO) test -p integration-tests --test aws_rehearsal -- --nocapture
-
-TEST_TARGETS += test-aws
+# `--workspace`, and the filters pick the tests: with `-p` cargo would resolve other features
+# and compile shared and the AWS SDK again (see BUILD_FOR_TESTS in the Makefile). No other
+# member's lib tests match these filters.
+AWS_TESTS = $(CARGO) test --workspace --lib -- store:: wake::aws lambda:: metrics:: && \
+  $(CARGO) test --workspace --test aws_rehearsal -- --nocapture
 
 .PHONY: test-aws build-lambda
 
 test-aws: $(VENV)/.stamp ## AWS path on moto server: store contract, wake-ups, cloud rehearsal (starts and stops moto)
-	$(CARGO) build -p task-scheduler
+	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" \
 	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(AWS_TESTS)'
 

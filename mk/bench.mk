@@ -1,4 +1,4 @@
-# Benchmarks (bench/). Included by the main Makefile (`-include mk/*.mk`), which defines
+# Benchmarks (bench/). Included by the main Makefile (MK_FRAGMENTS), which defines
 # CARGO, VENV and its $(VENV)/.stamp target (requirements-dev.txt, matplotlib for the plots).
 # Not part of `make test`: benchmarks measure, they do not gate.
 #

@@ -1,5 +1,5 @@
 # The CDK app in cdk/: dependencies, tests, synth, deploy, destroy.
-# Included by the main Makefile (`-include mk/*.mk`), which defines VENV, its $(VENV)/.stamp
+# Included by the main Makefile (MK_FRAGMENTS), which defines VENV, its $(VENV)/.stamp
 # target (the Python tools of requirements-dev.txt, cfn-lint among them) and build-lambda.
 #
 # Knobs (make VAR=value ...):
@@ -25,8 +25,6 @@ CDK_PROFILE = $(if $(AWS_PROFILE),--profile $(AWS_PROFILE))
 # No terminal in CI: no approval prompt there; locally, confirm IAM/security-group widening.
 CDK_REQUIRE_APPROVAL ?= $(if $(CI),never,broadening)
 CDK_OUTPUTS := $(CDK_DIR)/cdk-outputs.json
-
-TEST_TARGETS += cdk-test
 
 .PHONY: cdk-deps cdk-test synth deploy destroy cdk-bootstrap
 

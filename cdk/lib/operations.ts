@@ -10,9 +10,29 @@ import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subs from 'aws-cdk-lib/aws-sns-subscriptions';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { Construct } from 'constructs';
+import functionMetrics from '../../shared/metrics.json';
 
-/** CloudWatch namespace of the metrics the function emits in Embedded Metric Format. */
-export const METRIC_NAMESPACE = 'TaskScheduler';
+/** One metric the function emits in Embedded Metric Format. */
+export interface FunctionMetric {
+  readonly name: string;
+  readonly unit: string;
+  /** Its label on the dashboard. */
+  readonly label: string;
+}
+
+/**
+ * The function's own metrics and their namespace, from shared/metrics.json: the one list of
+ * their names, which the Rust side (shared/src/metrics.rs) is tested against too.
+ */
+export const METRIC_NAMESPACE: string = functionMetrics.namespace;
+export const FUNCTION_METRICS: readonly FunctionMetric[] = functionMetrics.metrics;
+
+/** A metric of the list by name; a name the function does not emit stops synthesis. */
+export function functionMetric(name: string): FunctionMetric {
+  const metric = FUNCTION_METRICS.find((m) => m.name === name);
+  if (!metric) throw new Error(`the function emits no metric named ${name} (shared/metrics.json)`);
+  return metric;
+}
 
 export interface OperationsProps {
   readonly fn: lambda.IFunction;
@@ -43,8 +63,9 @@ export class Operations extends Construct {
     const count = (metricName: string, label: string) =>
       new cloudwatch.Metric({ namespace: METRIC_NAMESPACE, metricName, statistic: 'Sum', period, label });
     // No unit filter: a metric whose unit differs from the filter would silently match nothing.
+    const latenessMetric = functionMetric('DeliveryLatenessMs');
     const lateness = (statistic: string, label?: string) =>
-      new cloudwatch.Metric({ namespace: METRIC_NAMESPACE, metricName: 'DeliveryLatenessMs', statistic, period, label });
+      new cloudwatch.Metric({ namespace: METRIC_NAMESPACE, metricName: latenessMetric.name, statistic, period, label });
 
     const dlqDepth = (label?: string) =>
       props.deadLetterQueue.metricApproximateNumberOfMessagesVisible({ statistic: 'Maximum', period, label });
@@ -133,18 +154,13 @@ export class Operations extends Construct {
         [
           new cloudwatch.GraphWidget({
             title: 'Tasks',
-            left: [
-              count('TasksCreated', 'created'),
-              count('TasksDelivered', 'delivered'),
-              count('TasksFailed', 'failed'),
-              count('TasksRetried', 'retried'),
-              count('TasksCancelled', 'cancelled'),
-            ],
+            // Every counter of the list (created, delivered, failed, retried, cancelled).
+            left: FUNCTION_METRICS.filter((m) => m.unit === 'Count').map((m) => count(m.name, m.label)),
             width: 12,
           }),
           new cloudwatch.GraphWidget({
             title: 'Delivery lateness (ms)',
-            left: [lateness('p50', 'lateness p50'), lateness('p99', 'lateness p99')],
+            left: ['p50', 'p99'].map((p) => lateness(p, `${latenessMetric.label} ${p}`)),
             leftAnnotations: [{ value: props.latenessAlarmMs, label: 'alarm (p99)' }],
             width: 12,
           }),

@@ -1,6 +1,9 @@
-import { App, Validations } from 'aws-cdk-lib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { App } from 'aws-cdk-lib';
 import * as iam from 'aws-cdk-lib/aws-iam';
-import { AwsSolutionsChecks } from 'cdk-nag';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
 import { buildApp } from '../lib/app';
 import { cdkJsonContext, stubAssetDir, synth } from './helpers';
 
@@ -51,10 +54,21 @@ describe('cdk-nag AwsSolutions', () => {
     expect(() => app.synth()).toThrow();
   });
 
-  test('the pack is registered on the app the way cdk-nag 3 requires', () => {
-    const app = newApp();
-    buildApp(app, {});
-    // A second registration through the public API still works (it is a plain validation plugin).
-    expect(() => Validations.of(app).addPlugins(new AwsSolutionsChecks(app))).not.toThrow();
+  test('the pack is registered once, as a validation plugin: synthesis reports a finding once', () => {
+    const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'task-scheduler-nag-'));
+    const app = new App({ outdir, context: { ...cdkJsonContext(), bootstrapDir: stubAssetDir() } });
+    const { stack } = buildApp(app, {});
+    // Deliberately non-compliant: a queue that accepts plain HTTP (AwsSolutions-SQS4).
+    new sqs.Queue(stack, 'PlainHttpQueue', { enforceSSL: false });
+    // Synthesis itself runs the pack (cdk-nag 3 is a policy-validation plugin, not an aspect)...
+    expect(() => app.synth()).toThrow(/AwsSolutions-SQS4/);
+    // ...and the validation report it writes holds one AwsSolutions report, naming the queue once.
+    const report = JSON.parse(fs.readFileSync(path.join(outdir, 'validation-report.json'), 'utf8'));
+    const packs = report.pluginReports as { pluginName: string; violations: any[] }[];
+    expect(packs.map((p) => p.pluginName)).toEqual(['AwsSolutions']);
+    const sqs4 = packs[0].violations.filter((v) => v.ruleName === 'AwsSolutions-SQS4');
+    expect(sqs4.flatMap((v) => v.violatingConstructs.map((c: any) => c.constructPath))).toEqual([
+      'TaskScheduler/PlainHttpQueue/Resource',
+    ]);
   });
 });

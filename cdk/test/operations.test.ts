@@ -1,5 +1,15 @@
 import { Match } from 'aws-cdk-lib/assertions';
+import functionMetrics from '../../shared/metrics.json';
 import { onlyResource, resourcesOfType, synth } from './helpers';
+
+// The function's metrics, as shared/metrics.json lists them (shared/src/metrics.rs is tested
+// against the same file).
+const NAMESPACE = functionMetrics.namespace;
+const metricNamed = (name: string) => {
+  const metric = functionMetrics.metrics.find((m) => m.name === name);
+  if (!metric) throw new Error(`${name} is not in shared/metrics.json`);
+  return metric.name;
+};
 
 /** The dashboard body with its CloudFormation intrinsics flattened into one string. */
 function dashboardBody(template: any): string {
@@ -16,10 +26,12 @@ describe('task-scheduler stack: operations', () => {
 
   test('dashboard: tasks, lateness p50/p99, DLQ depth, function errors/throttles/duration, Scheduler errors', () => {
     const body = dashboardBody(template);
-    for (const metric of ['TasksCreated', 'TasksDelivered', 'TasksFailed', 'TasksRetried', 'TasksCancelled']) {
-      expect(body).toContain(`["TaskScheduler","${metric}"`);
+    // Every metric of the list is on the dashboard, and no other name from the function's namespace.
+    const shown = [...body.matchAll(new RegExp(`\\["${NAMESPACE}","([A-Za-z]+)"`, 'g'))].map((m) => m[1]);
+    expect([...new Set(shown)].sort()).toEqual(functionMetrics.metrics.map((m) => m.name).sort());
+    for (const metric of functionMetrics.metrics.filter((m) => m.unit === 'Count')) {
+      expect(body).toContain(`["${NAMESPACE}","${metric.name}",{"label":"${metric.label}","stat":"Sum"}]`);
     }
-    expect(body).toContain('"DeliveryLatenessMs"');
     expect(body).toContain('"stat":"p50"');
     expect(body).toContain('"stat":"p99"');
     expect(body).toContain('"ApproximateNumberOfMessagesVisible"');
@@ -29,7 +41,7 @@ describe('task-scheduler stack: operations', () => {
     expect(body).toContain('["AWS/Scheduler","TargetErrorCount","ScheduleGroup"');
     expect(body).toContain('["AWS/Scheduler","InvocationsSentToDeadLetterCount","ScheduleGroup"');
     // The function's own metrics carry no dimensions.
-    expect(body).not.toMatch(/\["TaskScheduler","[A-Za-z]+","/);
+    expect(body).not.toMatch(new RegExp(`\\["${NAMESPACE}","[A-Za-z]+","`));
   });
 
   test('alarm: the DLQ holds any message', () => {
@@ -57,8 +69,8 @@ describe('task-scheduler stack: operations', () => {
 
   test('alarm: p99 delivery lateness, from the function metric without dimensions', () => {
     template.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      Namespace: 'TaskScheduler',
-      MetricName: 'DeliveryLatenessMs',
+      Namespace: NAMESPACE,
+      MetricName: metricNamed('DeliveryLatenessMs'),
       ExtendedStatistic: 'p99',
       Dimensions: Match.absent(),
       Threshold: 5000,
@@ -68,7 +80,7 @@ describe('task-scheduler stack: operations', () => {
       TreatMissingData: 'notBreaching',
     });
     synth({ latenessAlarmMs: '2000' }).template.hasResourceProperties('AWS::CloudWatch::Alarm', {
-      MetricName: 'DeliveryLatenessMs',
+      MetricName: metricNamed('DeliveryLatenessMs'),
       Threshold: 2000,
     });
   });

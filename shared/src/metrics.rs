@@ -1,8 +1,8 @@
 //! CloudWatch metrics through the embedded metric format (EMF): one JSON line on stdout per
 //! event, which Lambda ships to CloudWatch Logs and CloudWatch turns into metrics. No
-//! `PutMetricData` call, no extra latency, and the CDK dashboard and alarms use these names:
-//! namespace `TaskScheduler`, no dimensions, `TasksCreated`, `TasksDelivered`, `TasksFailed`,
-//! `TasksRetried`, `TasksCancelled` (Count) and `DeliveryLatenessMs` (Milliseconds).
+//! `PutMetricData` call, no extra latency. Namespace `TaskScheduler`, no dimensions; the names
+//! and units are listed in `shared/metrics.json`, which the CDK dashboard and alarms read too,
+//! and the tests below hold this file to that list.
 
 use std::sync::Arc;
 
@@ -98,6 +98,7 @@ impl Metrics for EmfMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
 
     #[test]
@@ -140,5 +141,71 @@ mod tests {
         ] {
             assert_eq!(docs[i][name], json!(1.0), "{name}");
         }
+    }
+
+    /// Every `(name, unit)` that one call of each [`Metrics`] method emits.
+    fn emitted() -> BTreeSet<(String, String)> {
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        let m = EmfMetrics::with_sink(move |l| sink.lock().unwrap().push(l));
+        m.task_created();
+        m.task_delivered(1);
+        m.task_failed();
+        m.task_retried();
+        m.task_cancelled();
+        let lines = lines.lock().unwrap();
+        lines
+            .iter()
+            .flat_map(|l| {
+                let doc: serde_json::Value = serde_json::from_str(l).unwrap();
+                doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| {
+                        (
+                            m["Name"].as_str().unwrap().to_owned(),
+                            m["Unit"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn emits_exactly_the_metrics_of_the_list_the_cdk_app_reads() {
+        // shared/metrics.json: the dashboard and alarms of cdk/lib/operations.ts use these names.
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../metrics.json")).unwrap();
+        assert_eq!(list["namespace"], NAMESPACE);
+        let listed: Vec<(String, String)> = list["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap().to_owned(),
+                    m["unit"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let listed_set: BTreeSet<_> = listed.iter().cloned().collect();
+        assert_eq!(
+            listed_set.len(),
+            listed.len(),
+            "a metric is listed twice: {listed:?}"
+        );
+        let emitted = emitted();
+        assert_eq!(
+            emitted.difference(&listed_set).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "emitted but not in shared/metrics.json"
+        );
+        assert_eq!(
+            listed_set.difference(&emitted).collect::<Vec<_>>(),
+            Vec::<&(String, String)>::new(),
+            "in shared/metrics.json but never emitted"
+        );
     }
 }
