@@ -199,8 +199,9 @@ impl WebhookClient for HttpWebhookClient {
                 RetryHint::Retryable { after: None },
             ),
             Err(e) => {
-                // The chain says what actually failed (refused, DNS, TLS ...); a target the
-                // guard refused is final, not worth a retry.
+                // The chain says what actually failed (refused, DNS, TLS ...). A target the
+                // guard refused is final, not worth a retry; a name that did not resolve
+                // (`guard::Unresolved`) is an ordinary connection error, retried.
                 let mut msg = e.to_string();
                 let mut refused = None;
                 let mut src = std::error::Error::source(&e);
@@ -398,3 +399,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod delivery_tests;

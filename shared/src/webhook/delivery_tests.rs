@@ -1,0 +1,270 @@
+//! Delivery against real receivers on loopback and a fake resolver: what a DNS failure and
+//! a 2xx whose body misbehaves do to an attempt, and to the task.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::guard::{Lookup, TargetGuard};
+use super::*;
+use crate::app::{CreateCommand, Created, Fired, Ports, Scheduler};
+use crate::domain::*;
+use crate::fakes::{RecordingDeadLetters, RecordingWaker};
+use crate::ports::{AllowAllTargets, NoMetrics, SystemClock};
+
+/// What the fake resolver answers to one lookup.
+#[derive(Debug, Clone)]
+enum Answer {
+    /// Never answers (a resolver that timed out).
+    Hang,
+    /// `getaddrinfo` failed, as SERVFAIL (`EAI_AGAIN`) or NXDOMAIN (`EAI_NONAME`) do.
+    Fail(&'static str),
+    Addrs(Vec<IpAddr>),
+}
+
+#[derive(Debug)]
+struct FakeLookup {
+    script: Mutex<VecDeque<Answer>>,
+    calls: AtomicUsize,
+}
+
+impl FakeLookup {
+    fn answering(answers: &[Answer]) -> Arc<Self> {
+        Arc::new(Self {
+            script: Mutex::new(answers.iter().cloned().collect()),
+            calls: AtomicUsize::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Lookup for FakeLookup {
+    async fn lookup(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .expect("a scripted answer");
+        match answer {
+            Answer::Hang => std::future::pending().await,
+            Answer::Fail(msg) => Err(std::io::Error::other(msg)),
+            Answer::Addrs(ips) => Ok(ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()),
+        }
+    }
+}
+
+const SERVFAIL: &str = "failed to lookup address information: Temporary failure in name resolution";
+const NXDOMAIN: &str = "failed to lookup address information: Name or service not known";
+
+fn task_for(url: &str, run_at: DateTime<Utc>) -> NewTask {
+    NewTask {
+        action: Action::Webhook(WebhookAction {
+            url: WebhookUrl::parse(url).unwrap(),
+            method: HttpMethod::Post,
+            headers: WebhookHeaders::default(),
+            data: Some(serde_json::json!({"k": "v"})),
+        }),
+        run_at,
+        retry: RetryPolicy::parse(Some(3), Some(1), Some(1)).unwrap(),
+        timeout: TimeoutSeconds::default(),
+    }
+}
+
+fn task(url: &str) -> Task {
+    Task::new(
+        TaskId::generate(),
+        Owner::parse("alice").unwrap(),
+        task_for(url, Utc::now()),
+        Utc::now(),
+        None,
+        None,
+    )
+}
+
+fn loopback_guard(lookup: Arc<FakeLookup>) -> TargetGuard {
+    TargetGuard::parse_allowed("127.0.0.0/8")
+        .unwrap()
+        .with_lookup(lookup)
+}
+
+/// A receiver on loopback that counts requests and answers 200 "ok".
+async fn counting_receiver() -> (u16, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().fallback(move || {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { "ok" }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, hits)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_that_does_not_resolve_is_retried_not_refused() {
+    for answer in [
+        Answer::Fail(SERVFAIL),
+        Answer::Fail(NXDOMAIN),
+        Answer::Addrs(Vec::new()),
+        Answer::Hang,
+    ] {
+        let lookup = FakeLookup::answering(std::slice::from_ref(&answer));
+        let client =
+            HttpWebhookClient::guarded(Arc::new(SystemClock), None, loopback_guard(lookup.clone()))
+                .unwrap();
+        let d = client
+            .deliver(&task("http://hooks.example.test/x"), 1)
+            .await;
+        assert_eq!(
+            (d.outcome, d.status_code, d.hint),
+            (
+                AttemptOutcome::Failed,
+                None,
+                RetryHint::Retryable { after: None }
+            ),
+            "{answer:?}: {d:?}"
+        );
+        let error = d.error.unwrap();
+        assert!(
+            error.contains("hooks.example.test") && !error.contains("target refused"),
+            "{answer:?}: {error}"
+        );
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
+        if matches!(answer, Answer::Hang) {
+            // The guard's own 3 s resolution timeout ends it, not the task's 10 s.
+            assert!(
+                d.duration >= Duration::from_secs(3) && d.duration < Duration::from_secs(4),
+                "{:?}",
+                d.duration
+            );
+            assert!(error.contains("timed out"), "{error}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_a_refused_address_stays_refused() {
+    for ip in [
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)),
+        "fd00:ec2::254".parse().unwrap(),
+    ] {
+        let lookup = FakeLookup::answering(&[Answer::Addrs(vec![ip])]);
+        let client =
+            HttpWebhookClient::guarded(Arc::new(SystemClock), None, loopback_guard(lookup))
+                .unwrap();
+        let d = client
+            .deliver(&task("http://hooks.example.test/x"), 1)
+            .await;
+        assert_eq!(
+            (d.outcome, d.hint),
+            (AttemptOutcome::Failed, RetryHint::Permanent),
+            "{ip}: {d:?}"
+        );
+        assert!(
+            d.error.as_deref().unwrap().starts_with("target refused: "),
+            "{d:?}"
+        );
+    }
+}
+
+/// A clock the test moves by hand.
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl crate::ports::Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_task_whose_name_failed_to_resolve_is_delivered_on_the_next_attempt() {
+    let (port, hits) = counting_receiver().await;
+    // The first lookup fails as a SERVFAIL does; the second finds the receiver.
+    let lookup = FakeLookup::answering(&[
+        Answer::Fail(SERVFAIL),
+        Answer::Addrs(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
+    ]);
+    let clock = Arc::new(ManualClock(Mutex::new(Utc::now())));
+    let dir = tempfile::tempdir().unwrap();
+    let dead_letters = Arc::new(RecordingDeadLetters::default());
+    let scheduler = Scheduler::new(Ports {
+        store: Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap()),
+        waker: Arc::new(RecordingWaker::default()),
+        webhook: Arc::new(
+            HttpWebhookClient::guarded(clock.clone(), None, loopback_guard(lookup.clone()))
+                .unwrap(),
+        ),
+        clock: clock.clone(),
+        dead_letters: dead_letters.clone(),
+        metrics: Arc::new(NoMetrics),
+        targets: Arc::new(AllowAllTargets),
+    });
+    let alice = Owner::parse("alice").unwrap();
+    let now = clock.now();
+    let Created::New(t) = scheduler
+        .create(CreateCommand {
+            owner: alice.clone(),
+            task: task_for(&format!("http://hooks.example.test:{port}/x"), now),
+            idempotency: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+
+    let fired = scheduler
+        .fire(WakeUp {
+            task_id: t.id,
+            attempt: 1,
+        })
+        .await
+        .unwrap();
+    let Fired::Delivered(Next::Retry { at, wake }) = fired else {
+        panic!("a resolution failure must be retried: {fired:?}")
+    };
+    assert_eq!(wake.attempt, 2);
+    assert!(at >= now && at <= now + TimeDelta::seconds(1), "{at}");
+    let after_one = scheduler.get(&alice, t.id).await.unwrap();
+    assert_eq!(after_one.status, Status::Scheduled);
+    assert!(
+        after_one.attempts[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("cannot resolve"),
+        "{:?}",
+        after_one.attempts
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    assert!(dead_letters.0.lock().unwrap().is_empty(), "no dead letter");
+
+    *clock.0.lock().unwrap() = at;
+    assert_eq!(
+        scheduler.fire(wake).await.unwrap(),
+        Fired::Delivered(Next::Completed)
+    );
+    let done = scheduler.get(&alice, t.id).await.unwrap();
+    assert_eq!(
+        (
+            done.status,
+            done.attempts.len(),
+            done.attempts[1].status_code
+        ),
+        (Status::Completed, 2, Some(200))
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
+}
