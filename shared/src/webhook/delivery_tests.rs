@@ -268,3 +268,226 @@ async fn a_task_whose_name_failed_to_resolve_is_delivered_on_the_next_attempt() 
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
 }
+
+/// What a raw receiver does after the status line and headers.
+#[derive(Debug, Clone, Copy)]
+enum BodyThen {
+    /// Announces 1 MB, sends a few bytes, then holds the connection open, silent.
+    Stall,
+    /// Announces 1 MB, sends a few bytes, then resets the connection (RST).
+    Reset,
+    /// Streams a chunked body that never ends, as fast as it is read.
+    Endless,
+}
+
+/// Reads one request (headers, then a `Content-Length` body) off the socket.
+async fn read_request(sock: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "request cut short");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + length {
+        let n = sock.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "request body cut short");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A receiver on loopback, in raw TCP so it can misbehave after its headers: answers
+/// `status` and then does `then`. Counts the requests it receives.
+async fn raw_receiver(status: &'static str, then: BodyThen) -> (u16, Arc<AtomicUsize>) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                read_request(&mut sock).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                match then {
+                    BodyThen::Stall | BodyThen::Reset => {
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: 1000000\r\n\r\nupstream says"
+                        );
+                        sock.write_all(head.as_bytes()).await.unwrap();
+                        sock.flush().await.unwrap();
+                        if matches!(then, BodyThen::Reset) {
+                            sock.set_zero_linger().unwrap();
+                            drop(sock);
+                        } else {
+                            // Hold the connection, silent, until the test ends.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                    BodyThen::Endless => {
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n"
+                        );
+                        sock.write_all(head.as_bytes()).await.unwrap();
+                        let mut line = b"upstream exploded ".to_vec();
+                        line.resize(16 * 1024, b'x');
+                        let chunk =
+                            [format!("{:x}\r\n", line.len()).as_bytes(), &line, b"\r\n"].concat();
+                        while sock.write_all(&chunk).await.is_ok() {}
+                    }
+                }
+            });
+        }
+    });
+    (port, hits)
+}
+
+/// The task timeout of the tests below: long enough that an attempt that waits for the
+/// body is plainly told from one that does not.
+const TIMEOUT_S: i64 = 4;
+
+fn body_task(port: u16) -> NewTask {
+    NewTask {
+        timeout: TimeoutSeconds::parse(TIMEOUT_S).unwrap(),
+        ..task_for(&format!("http://127.0.0.1:{port}/hook"), Utc::now())
+    }
+}
+
+/// A scheduler over SQLite with the real HTTP client, and the waker it arms.
+fn scheduler(dir: &tempfile::TempDir) -> (Scheduler, Arc<RecordingWaker>) {
+    let waker = Arc::new(RecordingWaker::default());
+    let scheduler = Scheduler::new(Ports {
+        store: Arc::new(crate::store::SqliteStore::open(dir.path()).unwrap()),
+        waker: waker.clone(),
+        webhook: Arc::new(HttpWebhookClient::new(Arc::new(SystemClock), None).unwrap()),
+        clock: Arc::new(SystemClock),
+        dead_letters: Arc::new(RecordingDeadLetters::default()),
+        metrics: Arc::new(NoMetrics),
+        targets: Arc::new(AllowAllTargets),
+    });
+    (scheduler, waker)
+}
+
+#[tokio::test]
+async fn a_2xx_whose_body_stalls_resets_or_never_ends_is_a_success_delivered_once() {
+    for then in [BodyThen::Stall, BodyThen::Reset, BodyThen::Endless] {
+        let (port, hits) = raw_receiver("200 OK", then).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (scheduler, waker) = scheduler(&dir);
+        let alice = Owner::parse("alice").unwrap();
+        let Created::New(t) = scheduler
+            .create(CreateCommand {
+                owner: alice.clone(),
+                task: body_task(port),
+                idempotency: None,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        let wake = WakeUp {
+            task_id: t.id,
+            attempt: 1,
+        };
+        assert_eq!(
+            scheduler.fire(wake).await.unwrap(),
+            Fired::Delivered(Next::Completed),
+            "{then:?}"
+        );
+        let done = scheduler.get(&alice, t.id).await.unwrap();
+        assert_eq!(done.status, Status::Completed, "{then:?}");
+        let attempt = &done.attempts[..];
+        assert_eq!(attempt.len(), 1, "{then:?}: {attempt:?}");
+        assert_eq!(
+            (
+                attempt[0].outcome,
+                attempt[0].status_code,
+                &attempt[0].error
+            ),
+            (AttemptOutcome::Succeeded, Some(200), &None),
+            "{then:?}"
+        );
+        // The status decided it, not the body: well inside the task's timeout.
+        assert!(
+            attempt[0].duration_ms < 2_000,
+            "{then:?}: {} ms",
+            attempt[0].duration_ms
+        );
+        // Nothing else is armed, and a duplicate wake-up sends nothing.
+        assert_eq!(waker.armed.lock().unwrap().len(), 1, "{then:?}");
+        assert_eq!(scheduler.fire(wake).await.unwrap(), Fired::Dropped);
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "{then:?}: one request");
+    }
+}
+
+#[tokio::test]
+async fn a_2xx_body_is_waited_for_briefly_and_no_longer() {
+    let (port, _hits) = raw_receiver("200 OK", BodyThen::Stall).await;
+    let client = HttpWebhookClient::new(Arc::new(SystemClock), None).unwrap();
+    let t = Task::new(
+        TaskId::generate(),
+        Owner::parse("alice").unwrap(),
+        body_task(port),
+        Utc::now(),
+        None,
+        None,
+    );
+    let d = client.deliver(&t, 1).await;
+    assert_eq!((d.hint, d.status_code), (RetryHint::Success, Some(200)));
+    // The body read gives up after BODY_READ_TIME of silence; the status has decided.
+    assert!(
+        d.duration >= BODY_READ_TIME && d.duration < BODY_READ_TIME + Duration::from_secs(1),
+        "{:?}",
+        d.duration
+    );
+}
+
+#[tokio::test]
+async fn a_failure_keeps_a_bounded_prefix_of_its_body_whatever_the_body_does() {
+    for then in [BodyThen::Stall, BodyThen::Reset, BodyThen::Endless] {
+        let (port, hits) = raw_receiver("503 Service Unavailable", then).await;
+        let client = HttpWebhookClient::new(Arc::new(SystemClock), None).unwrap();
+        let t = Task::new(
+            TaskId::generate(),
+            Owner::parse("alice").unwrap(),
+            body_task(port),
+            Utc::now(),
+            None,
+            None,
+        );
+        let d = client.deliver(&t, 1).await;
+        assert_eq!(
+            (d.outcome, d.status_code, d.hint),
+            (
+                AttemptOutcome::Failed,
+                Some(503),
+                RetryHint::Retryable { after: None }
+            ),
+            "{then:?}: {d:?}"
+        );
+        let error = d.error.unwrap();
+        assert!(
+            error.starts_with("HTTP 503 Service Unavailable: upstream"),
+            "{then:?}: {error}"
+        );
+        assert!(error.len() <= 64 + ERROR_EXCERPT, "{then:?}: {error}");
+        assert!(
+            d.duration < Duration::from_secs(2),
+            "{then:?}: {:?}",
+            d.duration
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+}

@@ -17,6 +17,13 @@ use crate::ports::{Clock, WebhookClient};
 pub const USER_AGENT: &str = concat!("task-scheduler/", env!("CARGO_PKG_VERSION"));
 /// Bytes of a failing response kept in the attempt's error, for the user's debugging.
 const ERROR_EXCERPT: usize = 200;
+/// The most of a response body ever read: the prefix a failure's error text is cut from,
+/// and room enough for a typical small body to end so the connection can be reused.
+const BODY_READ_BYTES: usize = 4 * 1024;
+/// How long the body is read once the status is known. The status decides the attempt, so
+/// a body that streams slowly, never ends or breaks costs at most this, and never the
+/// task's timeout.
+const BODY_READ_TIME: Duration = Duration::from_millis(250);
 
 /// Signs a delivery (Standard Webhooks): returns the `webhook-signature` value for
 /// `"{id}.{timestamp}.{body}"`. [`signing::StandardWebhooksSigner`] is the HMAC-SHA256 one.
@@ -92,6 +99,24 @@ pub fn classify(status: StatusCode) -> RetryHint {
     }
 }
 
+/// Reads at most [`BODY_READ_BYTES`] of the body, for at most [`BODY_READ_TIME`]. An error
+/// (a reset, the task's timeout) ends the read like the end of the body does: what arrived
+/// is kept, and the attempt's outcome is the status's alone.
+async fn read_prefix(resp: &mut reqwest::Response) -> Vec<u8> {
+    let mut head = Vec::new();
+    let read = async {
+        while head.len() < BODY_READ_BYTES {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BODY_READ_TIME, read).await;
+    head.truncate(BODY_READ_BYTES);
+    head
+}
+
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_EXCERPT)]);
     text.chars()
@@ -143,18 +168,13 @@ impl WebhookClient for HttpWebhookClient {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, started_at));
-            // Read (a bounded part of) the body so the connection can be reused and a
-            // failure can say what the receiver answered.
+            // The status decides the attempt (docs/api.md, Delivery): once it is here, nothing
+            // the body does can turn a 2xx into a failure. The body is read only for a
+            // bounded prefix (4 KiB, 250 ms): a failure's error text is cut from it, and a
+            // small body that ends in time lets the connection be reused. After a 2xx it is
+            // discarded.
             let mut resp = resp;
-            let mut head = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if head.len() < ERROR_EXCERPT {
-                    head.extend_from_slice(&chunk);
-                }
-                if head.len() > 64 * 1024 {
-                    break;
-                }
-            }
+            let head = read_prefix(&mut resp).await;
             Ok::<_, reqwest::Error>((status, retry_after, head))
         }
         .await;
