@@ -379,57 +379,71 @@ fn scheduler(dir: &tempfile::TempDir) -> (Scheduler, Arc<RecordingWaker>) {
     (scheduler, waker)
 }
 
+/// A 2xx followed by `then`: the attempt succeeded, the task is completed, and the receiver
+/// got exactly one request.
+async fn a_2xx_is_a_success_delivered_once(then: BodyThen) {
+    let (port, hits) = raw_receiver("200 OK", then).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (scheduler, waker) = scheduler(&dir);
+    let alice = Owner::parse("alice").unwrap();
+    let Created::New(t) = scheduler
+        .create(CreateCommand {
+            owner: alice.clone(),
+            task: body_task(port),
+            idempotency: None,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let wake = WakeUp {
+        task_id: t.id,
+        attempt: 1,
+    };
+    assert_eq!(
+        scheduler.fire(wake).await.unwrap(),
+        Fired::Delivered(Next::Completed),
+        "{then:?}"
+    );
+    let done = scheduler.get(&alice, t.id).await.unwrap();
+    assert_eq!(done.status, Status::Completed, "{then:?}");
+    let attempt = &done.attempts[..];
+    assert_eq!(attempt.len(), 1, "{then:?}: {attempt:?}");
+    assert_eq!(
+        (
+            attempt[0].outcome,
+            attempt[0].status_code,
+            &attempt[0].error
+        ),
+        (AttemptOutcome::Succeeded, Some(200), &None),
+        "{then:?}"
+    );
+    // The status decided it, not the body: well inside the task's timeout.
+    assert!(
+        attempt[0].duration_ms < 2_000,
+        "{then:?}: {} ms",
+        attempt[0].duration_ms
+    );
+    // Nothing else is armed, and a duplicate wake-up sends nothing.
+    assert_eq!(waker.armed.lock().unwrap().len(), 1, "{then:?}");
+    assert_eq!(scheduler.fire(wake).await.unwrap(), Fired::Dropped);
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "{then:?}: one request");
+}
+
 #[tokio::test]
-async fn a_2xx_whose_body_stalls_resets_or_never_ends_is_a_success_delivered_once() {
-    for then in [BodyThen::Stall, BodyThen::Reset, BodyThen::Endless] {
-        let (port, hits) = raw_receiver("200 OK", then).await;
-        let dir = tempfile::tempdir().unwrap();
-        let (scheduler, waker) = scheduler(&dir);
-        let alice = Owner::parse("alice").unwrap();
-        let Created::New(t) = scheduler
-            .create(CreateCommand {
-                owner: alice.clone(),
-                task: body_task(port),
-                idempotency: None,
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        let wake = WakeUp {
-            task_id: t.id,
-            attempt: 1,
-        };
-        assert_eq!(
-            scheduler.fire(wake).await.unwrap(),
-            Fired::Delivered(Next::Completed),
-            "{then:?}"
-        );
-        let done = scheduler.get(&alice, t.id).await.unwrap();
-        assert_eq!(done.status, Status::Completed, "{then:?}");
-        let attempt = &done.attempts[..];
-        assert_eq!(attempt.len(), 1, "{then:?}: {attempt:?}");
-        assert_eq!(
-            (
-                attempt[0].outcome,
-                attempt[0].status_code,
-                &attempt[0].error
-            ),
-            (AttemptOutcome::Succeeded, Some(200), &None),
-            "{then:?}"
-        );
-        // The status decided it, not the body: well inside the task's timeout.
-        assert!(
-            attempt[0].duration_ms < 2_000,
-            "{then:?}: {} ms",
-            attempt[0].duration_ms
-        );
-        // Nothing else is armed, and a duplicate wake-up sends nothing.
-        assert_eq!(waker.armed.lock().unwrap().len(), 1, "{then:?}");
-        assert_eq!(scheduler.fire(wake).await.unwrap(), Fired::Dropped);
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "{then:?}: one request");
-    }
+async fn a_2xx_whose_body_stalls_is_a_success_delivered_once() {
+    a_2xx_is_a_success_delivered_once(BodyThen::Stall).await;
+}
+
+#[tokio::test]
+async fn a_2xx_whose_connection_resets_mid_body_is_a_success_delivered_once() {
+    a_2xx_is_a_success_delivered_once(BodyThen::Reset).await;
+}
+
+#[tokio::test]
+async fn a_2xx_whose_body_never_ends_is_a_success_delivered_once() {
+    a_2xx_is_a_success_delivered_once(BodyThen::Endless).await;
 }
 
 #[tokio::test]
@@ -454,40 +468,54 @@ async fn a_2xx_body_is_waited_for_briefly_and_no_longer() {
     );
 }
 
+/// A 503 followed by `then`: a retryable failure with the status and the start of the body
+/// in its error, decided as fast as a 2xx.
+async fn a_503_keeps_a_bounded_prefix_of_its_body(then: BodyThen) {
+    let (port, hits) = raw_receiver("503 Service Unavailable", then).await;
+    let client = HttpWebhookClient::new(Arc::new(SystemClock), None).unwrap();
+    let t = Task::new(
+        TaskId::generate(),
+        Owner::parse("alice").unwrap(),
+        body_task(port),
+        Utc::now(),
+        None,
+        None,
+    );
+    let d = client.deliver(&t, 1).await;
+    assert_eq!(
+        (d.outcome, d.status_code, d.hint),
+        (
+            AttemptOutcome::Failed,
+            Some(503),
+            RetryHint::Retryable { after: None }
+        ),
+        "{then:?}: {d:?}"
+    );
+    let error = d.error.unwrap();
+    assert!(
+        error.starts_with("HTTP 503 Service Unavailable: upstream"),
+        "{then:?}: {error}"
+    );
+    assert!(error.len() <= 64 + ERROR_EXCERPT, "{then:?}: {error}");
+    assert!(
+        d.duration < Duration::from_secs(2),
+        "{then:?}: {:?}",
+        d.duration
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
-async fn a_failure_keeps_a_bounded_prefix_of_its_body_whatever_the_body_does() {
-    for then in [BodyThen::Stall, BodyThen::Reset, BodyThen::Endless] {
-        let (port, hits) = raw_receiver("503 Service Unavailable", then).await;
-        let client = HttpWebhookClient::new(Arc::new(SystemClock), None).unwrap();
-        let t = Task::new(
-            TaskId::generate(),
-            Owner::parse("alice").unwrap(),
-            body_task(port),
-            Utc::now(),
-            None,
-            None,
-        );
-        let d = client.deliver(&t, 1).await;
-        assert_eq!(
-            (d.outcome, d.status_code, d.hint),
-            (
-                AttemptOutcome::Failed,
-                Some(503),
-                RetryHint::Retryable { after: None }
-            ),
-            "{then:?}: {d:?}"
-        );
-        let error = d.error.unwrap();
-        assert!(
-            error.starts_with("HTTP 503 Service Unavailable: upstream"),
-            "{then:?}: {error}"
-        );
-        assert!(error.len() <= 64 + ERROR_EXCERPT, "{then:?}: {error}");
-        assert!(
-            d.duration < Duration::from_secs(2),
-            "{then:?}: {:?}",
-            d.duration
-        );
-        assert_eq!(hits.load(Ordering::SeqCst), 1);
-    }
+async fn a_503_whose_body_stalls_keeps_what_arrived() {
+    a_503_keeps_a_bounded_prefix_of_its_body(BodyThen::Stall).await;
+}
+
+#[tokio::test]
+async fn a_503_whose_connection_resets_mid_body_keeps_what_arrived() {
+    a_503_keeps_a_bounded_prefix_of_its_body(BodyThen::Reset).await;
+}
+
+#[tokio::test]
+async fn a_503_whose_body_never_ends_keeps_a_bounded_prefix() {
+    a_503_keeps_a_bounded_prefix_of_its_body(BodyThen::Endless).await;
 }
