@@ -137,7 +137,8 @@ async fn a_name_that_does_not_resolve_is_retried_not_refused() {
         );
         let error = d.error.unwrap();
         assert!(
-            error.contains("hooks.example.test") && !error.contains("target refused"),
+            error.starts_with("hooks.example.test: cannot resolve (")
+                || error == "hooks.example.test: name resolution timed out after 3 s",
             "{answer:?}: {error}"
         );
         assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);

@@ -230,6 +230,12 @@ impl WebhookClient for HttpWebhookClient {
                     if let Some(r) = s.downcast_ref::<guard::Refused>() {
                         refused = Some(r.to_string());
                     }
+                    if let Some(u) = s.downcast_ref::<guard::Unresolved>() {
+                        // The guard's own words name the host and the resolver's answer;
+                        // the layers reqwest and hyper wrap around them add nothing.
+                        msg = u.to_string();
+                        break;
+                    }
                     src = s.source();
                 }
                 match refused {
