@@ -112,6 +112,49 @@ async fn counting_receiver() -> (u16, Arc<AtomicUsize>) {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_guard_tells_a_refusal_from_a_name_that_does_not_resolve() {
+    use super::guard::ResolveError;
+    let ten = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let public = IpAddr::V4(Ipv4Addr::new(93, 184, 215, 14));
+    for (answer, refused) in [
+        (Answer::Fail(SERVFAIL), false),
+        (Answer::Fail(NXDOMAIN), false),
+        (Answer::Addrs(Vec::new()), false),
+        (Answer::Hang, false),
+        (Answer::Addrs(vec![ten]), true),
+        (
+            Answer::Addrs(vec![IpAddr::V4(Ipv4Addr::LOCALHOST), ten]),
+            false,
+        ),
+    ] {
+        let guard = loopback_guard(FakeLookup::answering(std::slice::from_ref(&answer)));
+        let got = guard.resolve("hooks.example.test", 443).await;
+        match (refused, &got) {
+            (true, Err(ResolveError::Refused(why))) => {
+                assert!(why.contains("not a public address"), "{why}")
+            }
+            (false, Err(ResolveError::Unresolved(why))) => {
+                assert!(why.starts_with("hooks.example.test: "), "{why}")
+            }
+            // Loopback is allowed here: the refused address is dropped, the allowed one kept.
+            (false, Ok(addrs)) => assert_eq!(
+                addrs,
+                &vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 443)]
+            ),
+            _ => panic!("{answer:?}: {got:?}"),
+        }
+    }
+    // `localhost` is refused by name, before any lookup, when loopback is not allowed.
+    let lookup = FakeLookup::answering(&[Answer::Addrs(vec![public])]);
+    let strict = TargetGuard::public_only().with_lookup(lookup.clone());
+    assert!(matches!(
+        strict.resolve("localhost", 80).await,
+        Err(ResolveError::Refused(_))
+    ));
+    assert_eq!(lookup.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_name_that_does_not_resolve_is_retried_not_refused() {
     for answer in [
         Answer::Fail(SERVFAIL),
