@@ -188,6 +188,46 @@ pub(crate) enum InvalidRequest {
     Request(#[from] http::Error),
 }
 
+/// The owner of a verified IAM principal ARN. An assumed-role session
+/// (`arn:P:sts::A:assumed-role/R/S`) is owned by its role, `arn:P:iam::A:role/R`, so a
+/// service keeps its tasks and idempotency keys across sessions and replicas. The session
+/// ARN does not carry the role's path, so the owner has none either (a role's name is unique
+/// in its account whatever its path). Every other principal (IAM user, root, federated user)
+/// is its own ARN. A malformed assumed-role ARN is no owner at all: guessing one could hand
+/// a caller someone else's tasks.
+pub(crate) fn owner_of_principal(arn: &str) -> Option<Owner> {
+    let Some(rest) = arn.strip_prefix("arn:") else {
+        return Owner::parse(arn).ok();
+    };
+    let mut parts = rest.splitn(5, ':');
+    let (Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Owner::parse(arn).ok();
+    };
+    let Some(session) = resource.strip_prefix("assumed-role/") else {
+        return Owner::parse(arn).ok();
+    };
+    let well_formed = service == "sts"
+        && region.is_empty()
+        && !partition.is_empty()
+        && partition
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit());
+    match session.split('/').collect::<Vec<_>>()[..] {
+        [role, session] if well_formed && !role.is_empty() && !session.is_empty() => {
+            Owner::parse(&format!("arn:{partition}:iam::{account}:role/{role}")).ok()
+        }
+        _ => None,
+    }
+}
+
 impl HttpApiRequest {
     /// The IAM principal API Gateway verified, if any. Only ever from the authorizer
     /// context: headers and body are the caller's to forge.
@@ -199,7 +239,7 @@ impl HttpApiRequest {
             .as_ref()?
             .user_arn
             .as_deref()
-            .and_then(|arn| Owner::parse(arn).ok())
+            .and_then(owner_of_principal)
     }
 
     /// The `http::Request` the router sees, with the [`Caller`] extension when IAM-signed

@@ -30,7 +30,7 @@ fn every_fixture_parses_to_its_shape() {
     };
     assert_eq!(
         list.caller().unwrap().as_str(),
-        "arn:aws:sts::123456789012:assumed-role/ops/bob"
+        "arn:aws:iam::123456789012:role/ops"
     );
     let Invocation::Http(anon) =
         Invocation::from_json(&fixture("apigw_v2_no_authorizer.json")).unwrap()
@@ -273,4 +273,145 @@ fn retryability_at_the_boundary() {
     assert!(InvocationError::from(AppError::Unavailable("dynamodb".into())).is_retryable());
     assert!(!InvocationError::from(AppError::NotFound).is_retryable());
     assert!(!InvocationError::UnknownShape("x".into()).is_retryable());
+}
+
+/// The owner API Gateway's IAM authorizer context yields for a principal ARN (`None`: no
+/// caller, so the router answers 401).
+fn owner_for(user_arn: &str) -> Option<String> {
+    let mut v = fixture("apigw_v2_iam_create.json");
+    v["requestContext"]["authorizer"]["iam"]["userArn"] = json!(user_arn);
+    let Invocation::Http(req) = Invocation::from_json(&v).unwrap() else {
+        panic!()
+    };
+    req.caller().map(|o| o.as_str().to_owned())
+}
+
+#[test]
+fn an_assumed_role_session_is_owned_by_its_role() {
+    // Assumed roles, in every partition: the role, without the session (and without a path,
+    // which the session ARN does not carry).
+    for (session, role) in [
+        (
+            "arn:aws:sts::123456789012:assumed-role/order-worker/i-0a1b2c3d4e5f67890",
+            "arn:aws:iam::123456789012:role/order-worker",
+        ),
+        (
+            "arn:aws:sts::123456789012:assumed-role/ops/bob@example.com",
+            "arn:aws:iam::123456789012:role/ops",
+        ),
+        (
+            "arn:aws-cn:sts::123456789012:assumed-role/ops/session-1",
+            "arn:aws-cn:iam::123456789012:role/ops",
+        ),
+        (
+            "arn:aws-us-gov:sts::123456789012:assumed-role/ops/session-1",
+            "arn:aws-us-gov:iam::123456789012:role/ops",
+        ),
+        (
+            "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Admin_0123456789abcdef/jane",
+            "arn:aws:iam::123456789012:role/AWSReservedSSO_Admin_0123456789abcdef",
+        ),
+    ] {
+        assert_eq!(owner_for(session).as_deref(), Some(role), "{session}");
+    }
+    // Two sessions of one role are one owner.
+    assert_eq!(
+        owner_for("arn:aws:sts::123456789012:assumed-role/ops/a"),
+        owner_for("arn:aws:sts::123456789012:assumed-role/ops/b")
+    );
+    // The same role name in another account or partition is another owner.
+    assert_ne!(
+        owner_for("arn:aws:sts::123456789012:assumed-role/ops/a"),
+        owner_for("arn:aws:sts::210987654321:assumed-role/ops/a")
+    );
+    assert_ne!(
+        owner_for("arn:aws:sts::123456789012:assumed-role/ops/a"),
+        owner_for("arn:aws-cn:sts::123456789012:assumed-role/ops/a")
+    );
+}
+
+#[test]
+fn other_principals_keep_their_arn() {
+    for arn in [
+        "arn:aws:iam::123456789012:user/alice",
+        "arn:aws:iam::123456789012:user/team/alice",
+        "arn:aws:iam::123456789012:root",
+        "arn:aws:sts::123456789012:federated-user/carol",
+        "arn:aws-cn:iam::123456789012:user/alice",
+    ] {
+        assert_eq!(owner_for(arn).as_deref(), Some(arn));
+    }
+}
+
+#[test]
+fn a_malformed_assumed_role_arn_is_no_caller() {
+    // API Gateway never sends these; if one came, guessing an owner from it could hand a
+    // caller someone else's tasks, so there is no caller and the router answers 401.
+    for arn in [
+        "arn:aws:sts::123456789012:assumed-role/ops",
+        "arn:aws:sts::123456789012:assumed-role/ops/",
+        "arn:aws:sts::123456789012:assumed-role//session",
+        "arn:aws:sts::123456789012:assumed-role/ops/s/extra",
+        "arn:aws:sts::12345:assumed-role/ops/session",
+        "arn:aws:sts::1234567890ab:assumed-role/ops/session",
+        "arn::sts::123456789012:assumed-role/ops/session",
+        "arn:aws:sts:us-east-1:123456789012:assumed-role/ops/session",
+    ] {
+        assert_eq!(owner_for(arn), None, "{arn}");
+    }
+}
+
+#[tokio::test]
+async fn a_role_keeps_its_tasks_and_idempotency_keys_across_sessions() {
+    let (host, _webhook, _waker) = host();
+    let session = |name: &str| {
+        let mut v = fixture("apigw_v2_assumed_role_create.json");
+        v["requestContext"]["authorizer"]["iam"]["userArn"] = json!(format!(
+            "arn:aws:sts::123456789012:assumed-role/order-worker/{name}"
+        ));
+        v
+    };
+    // Session 1 (one replica) creates the task with an idempotency key.
+    let mut create = session("i-0a1b2c3d4e5f67890");
+    let when = crate::domain::format_time(&(Utc::now() + chrono::TimeDelta::hours(1)));
+    create["body"] = json!(
+        json!({"action": "webhook", "payload": {"url": "https://example.com/hook"}, "run_at": when})
+            .to_string()
+    );
+    let resp = host.handle(&create).await.unwrap();
+    assert_eq!(resp["statusCode"], 201, "{resp}");
+    let task_id = body(&resp)["task_id"].as_str().unwrap().to_owned();
+
+    // Session 2 (another replica, or the same one an hour later) repeats the create: the key
+    // is the role's, so it is the same task, not a second one.
+    let mut again = create.clone();
+    again["requestContext"]["authorizer"] =
+        session("i-0fedcba9876543210")["requestContext"]["authorizer"].clone();
+    let resp = host.handle(&again).await.unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(body(&resp)["task_id"], task_id.as_str());
+
+    // Session 2 sees it in its list and by id, and can cancel it.
+    let mut list = session("i-0fedcba9876543210");
+    list["requestContext"]["http"]["method"] = json!("GET");
+    list["body"] = Value::Null;
+    let resp = host.handle(&list).await.unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    let tasks = body(&resp)["tasks"].as_array().unwrap().clone();
+    assert_eq!(tasks.len(), 1, "{resp}");
+    assert_eq!(tasks[0]["task_id"], task_id.as_str());
+    let mut cancel = list.clone();
+    cancel["requestContext"]["http"]["method"] = json!("DELETE");
+    cancel["rawPath"] = json!(format!("/tasks/{task_id}"));
+    let resp = host.handle(&cancel).await.unwrap();
+    assert_eq!(resp["statusCode"], 200, "{resp}");
+    assert_eq!(body(&resp)["status"], "cancelled");
+
+    // Another role in the same account still sees nothing of it.
+    let mut other = list.clone();
+    other["requestContext"]["authorizer"]["iam"]["userArn"] =
+        json!("arn:aws:sts::123456789012:assumed-role/billing/i-0a1b2c3d4e5f67890");
+    other["rawPath"] = json!(format!("/tasks/{task_id}"));
+    let resp = host.handle(&other).await.unwrap();
+    assert_eq!(resp["statusCode"], 404, "{resp}");
 }

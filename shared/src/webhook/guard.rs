@@ -9,6 +9,10 @@
 //! differently (DNS rebinding). IP literals never reach a resolver, so they are checked from the
 //! URL itself, after the URL parser has normalised odd spellings (`0x7f.1`, `2130706433`,
 //! `[::ffff:127.0.0.1]`) exactly as the HTTP client sees them.
+//!
+//! At delivery, a refusal is final, but a name that does not resolve (timeout, SERVFAIL,
+//! NXDOMAIN, an empty answer) is not a refusal: it passes, so the attempt is retried
+//! ([`ResolveError`]).
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -33,12 +37,6 @@ pub(crate) enum Refusal {
         "{0} is not a public address (loopback, private, link-local, metadata and other special ranges are refused unless SCHEDULER_ALLOWED_TARGETS allows them)"
     )]
     NotPublic(IpAddr),
-    #[error("{0}: name resolution timed out")]
-    ResolutionTimedOut(String),
-    #[error("{host}: cannot resolve ({reason})")]
-    Unresolvable { host: String, reason: String },
-    #[error("{0}: resolves to no address")]
-    NoAddress(String),
     #[error("the URL names no host")]
     NoHost,
 }
@@ -130,12 +128,30 @@ fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Looks a host name up: the system resolver ([`SystemLookup`]), or a fake in tests.
+#[async_trait]
+pub(crate) trait Lookup: std::fmt::Debug + Send + Sync + 'static {
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
+/// The operating system's resolver (`getaddrinfo`, through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SystemLookup;
+
+#[async_trait]
+impl Lookup for SystemLookup {
+    async fn lookup(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    }
+}
+
 /// Allows public addresses and the operator's allowed CIDRs.
 #[derive(Debug, Clone)]
 pub(crate) struct TargetGuard {
     special: Arc<Vec<IpNet>>,
     allowed: Arc<Vec<IpNet>>,
     resolve_timeout: Duration,
+    lookup: Arc<dyn Lookup>,
 }
 
 impl TargetGuard {
@@ -152,7 +168,15 @@ impl TargetGuard {
             special: Arc::new(special),
             allowed: Arc::new(allowed),
             resolve_timeout: Duration::from_secs(3),
+            lookup: Arc::new(SystemLookup),
         }
+    }
+
+    /// The same guard, resolving names with `lookup` (tests put a fake resolver here).
+    #[cfg(test)]
+    pub(crate) fn with_lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = lookup;
+        self
     }
 
     /// Parses `SCHEDULER_ALLOWED_TARGETS`-style text: comma-separated CIDRs (or addresses).
@@ -190,27 +214,36 @@ impl TargetGuard {
     }
 
     /// Resolves `host:port` and keeps only allowed addresses; an error if none is left.
-    pub(crate) async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> Result<Vec<SocketAddr>, ResolveError> {
         if is_localhost_name(host) && !self.allows(IpAddr::V4(Ipv4Addr::LOCALHOST)) {
-            return Err(self.refusal(host, IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            return Err(ResolveError::Refused(
+                self.refusal(host, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            ));
         }
         let found: Vec<SocketAddr> =
-            tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host, port)))
+            tokio::time::timeout(self.resolve_timeout, self.lookup.lookup(host, port))
                 .await
-                .map_err(|_| Refusal::ResolutionTimedOut(host.to_owned()))?
-                .map_err(|e| Refusal::Unresolvable {
-                    host: host.to_owned(),
-                    reason: e.to_string(),
+                .map_err(|_| {
+                    ResolveError::Unresolved(format!(
+                        "{host}: name resolution timed out after {} s",
+                        self.resolve_timeout.as_secs()
+                    ))
                 })?
-                .collect();
+                .map_err(|e| ResolveError::Unresolved(format!("{host}: cannot resolve ({e})")))?;
         let allowed: Vec<SocketAddr> = found
             .iter()
             .copied()
             .filter(|a| self.allows(a.ip()))
             .collect();
         match (allowed.is_empty(), found.first()) {
-            (true, Some(first)) => Err(self.refusal(host, first.ip())),
-            (true, None) => Err(Refusal::NoAddress(host.to_owned())),
+            (true, Some(first)) => Err(ResolveError::Refused(self.refusal(host, first.ip()))),
+            (true, None) => Err(ResolveError::Unresolved(format!(
+                "{host}: cannot resolve (no address in the answer)"
+            ))),
             (false, _) => Ok(allowed),
         }
     }
@@ -226,11 +259,9 @@ impl TargetGuard {
                 .check_ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
                 .map_err(|_| self.refusal(name, IpAddr::V4(Ipv4Addr::LOCALHOST))),
             Some(Host::Domain(name)) => {
-                let Ok(Ok(found)) = tokio::time::timeout(
-                    self.resolve_timeout,
-                    tokio::net::lookup_host((name, port)),
-                )
-                .await
+                let Ok(Ok(found)) =
+                    tokio::time::timeout(self.resolve_timeout, self.lookup.lookup(name, port))
+                        .await
                 else {
                     return Ok(());
                 };
@@ -263,11 +294,32 @@ impl TargetPolicy for TargetGuard {
     }
 }
 
-/// The error the guarded resolver fails a connection with; the webhook client recognises it
-/// and fails the attempt for good instead of retrying.
+/// Why [`TargetGuard::resolve`] gave no address.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ResolveError {
+    /// Policy: the name is this machine, or resolves only to addresses the guard refuses.
+    /// Asking again will not change that, so the attempt fails for good.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The name did not resolve: a timeout, SERVFAIL, NXDOMAIN or an empty answer. These
+    /// pass (a resolver outage, a record not yet propagated), so the attempt is retried.
+    #[error("{0}")]
+    Unresolved(String),
+}
+
+/// The error the guarded resolver fails a connection with when the guard refuses the
+/// target; the webhook client recognises it and fails the attempt for good instead of
+/// retrying.
 #[derive(Debug, thiserror::Error)]
 #[error("target refused: {0}")]
 pub(crate) struct Refused(pub Refusal);
+
+/// The error the guarded resolver fails a connection with when the name did not resolve:
+/// an ordinary connection error, retried. Deliberately not an `io::Error` of kind
+/// `TimedOut`, which reqwest would report as the whole call timing out.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Unresolved(pub(crate) String);
 
 /// reqwest's resolver, filtered by the guard: the client connects only to addresses the
 /// guard returned.
@@ -278,10 +330,12 @@ impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let guard = self.0.clone();
         Box::pin(async move {
-            let addrs = guard
-                .resolve(name.as_str(), 0)
-                .await
-                .map_err(|e| Box::new(Refused(e)) as Box<dyn std::error::Error + Send + Sync>)?;
+            let addrs = guard.resolve(name.as_str(), 0).await.map_err(|e| match e {
+                ResolveError::Refused(why) => {
+                    Box::new(Refused(why)) as Box<dyn std::error::Error + Send + Sync>
+                }
+                ResolveError::Unresolved(why) => Box::new(Unresolved(why)),
+            })?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }

@@ -17,6 +17,13 @@ use crate::ports::{Clock, WebhookClient};
 pub(crate) const USER_AGENT: &str = concat!("task-scheduler/", env!("CARGO_PKG_VERSION"));
 /// Bytes of a failing response kept in the attempt's error, for the user's debugging.
 const ERROR_EXCERPT: usize = 200;
+/// The most of a response body ever read: the prefix a failure's error text is cut from,
+/// and room enough for a typical small body to end so the connection can be reused.
+const BODY_READ_BYTES: usize = 4 * 1024;
+/// How long the body is read once the status is known. The status decides the attempt, so
+/// a body that streams slowly, never ends or breaks costs at most this, and never the
+/// task's timeout.
+const BODY_READ_TIME: Duration = Duration::from_millis(250);
 
 /// Signs a delivery (Standard Webhooks): returns the `webhook-signature` value for
 /// `"{id}.{timestamp}.{body}"`. [`signing::StandardWebhooksSigner`] is the HMAC-SHA256 one.
@@ -93,6 +100,24 @@ pub(crate) fn classify(status: StatusCode) -> RetryHint {
     }
 }
 
+/// Reads at most [`BODY_READ_BYTES`] of the body, for at most [`BODY_READ_TIME`]. An error
+/// (a reset, the task's timeout) ends the read like the end of the body does: what arrived
+/// is kept, and the attempt's outcome is the status's alone.
+async fn read_prefix(resp: &mut reqwest::Response) -> Vec<u8> {
+    let mut head = Vec::new();
+    let read = async {
+        while head.len() < BODY_READ_BYTES {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(BODY_READ_TIME, read).await;
+    head.truncate(BODY_READ_BYTES);
+    head
+}
+
 fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_EXCERPT)]);
     text.chars()
@@ -144,18 +169,13 @@ impl WebhookClient for HttpWebhookClient {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, started_at));
-            // Read (a bounded part of) the body so the connection can be reused and a
-            // failure can say what the receiver answered.
+            // The status decides the attempt (docs/api.md, Delivery): once it is here, nothing
+            // the body does can turn a 2xx into a failure. The body is read only for a
+            // bounded prefix (4 KiB, 250 ms): a failure's error text is cut from it, and a
+            // small body that ends in time lets the connection be reused. After a 2xx it is
+            // discarded.
             let mut resp = resp;
-            let mut head = Vec::new();
-            while let Some(chunk) = resp.chunk().await? {
-                if head.len() < ERROR_EXCERPT {
-                    head.extend_from_slice(&chunk);
-                }
-                if head.len() > 64 * 1024 {
-                    break;
-                }
-            }
+            let head = read_prefix(&mut resp).await;
             Ok::<_, reqwest::Error>((status, retry_after, head))
         }
         .await;
@@ -200,8 +220,9 @@ impl WebhookClient for HttpWebhookClient {
                 RetryHint::Retryable { after: None },
             ),
             Err(e) => {
-                // The chain says what actually failed (refused, DNS, TLS ...); a target the
-                // guard refused is final, not worth a retry.
+                // The chain says what actually failed (refused, DNS, TLS ...). A target the
+                // guard refused is final, not worth a retry; a name that did not resolve
+                // (`guard::Unresolved`) is an ordinary connection error, retried.
                 let mut msg = e.to_string();
                 let mut refused = None;
                 let mut src = std::error::Error::source(&e);
@@ -209,6 +230,12 @@ impl WebhookClient for HttpWebhookClient {
                     msg = format!("{msg}: {s}");
                     if let Some(r) = s.downcast_ref::<guard::Refused>() {
                         refused = Some(r.to_string());
+                    }
+                    if let Some(u) = s.downcast_ref::<guard::Unresolved>() {
+                        // The guard's own words name the host and the resolver's answer;
+                        // the layers reqwest and hyper wrap around them add nothing.
+                        msg = u.to_string();
+                        break;
                     }
                     src = s.source();
                 }
@@ -414,3 +441,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod delivery_tests;
