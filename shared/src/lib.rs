@@ -20,8 +20,6 @@ pub mod api;
 pub mod app;
 #[cfg(feature = "aws")]
 mod aws_error;
-#[cfg(all(feature = "aws", any(test, feature = "test-support")))]
-pub mod aws_testing;
 pub mod domain;
 #[cfg(test)]
 pub(crate) mod fakes;

@@ -423,36 +423,37 @@ pub async fn list_paging(store: Store, _caps: Caps) {
     assert!(page_through(Some(Status::Failed), 2).await.0.is_empty());
 }
 
-/// Generates one `#[tokio::test]` per contract case for a store built by `$make`
-/// (an async expression yielding `Option<Store>`; `None` skips) with capabilities `$caps`.
-#[macro_export]
+/// Generates one `#[tokio::test]` per contract case for a store built by `$make` (an async
+/// expression yielding a [`Store`]) with capabilities `$caps`; attributes after them (such as
+/// `#[ignore = "..."]` for a store that needs an emulator) go on every case.
 macro_rules! store_contract_tests {
-    ($make:expr, $caps:expr) => {
-        $crate::store_contract_tests!(@case $make, $caps; create_and_get, idempotent_create,
-            claim_once_under_concurrency, retry_bookkeeping, claimable_at_the_exact_due_time,
-            cancel_races, list_paging);
+    ($make:expr, $caps:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::store::contract::store_contract_tests!(@case [$(#[$attr])*] $make, $caps;
+            create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
+            claimable_at_the_exact_due_time, cancel_races, list_paging);
     };
-    (@case $make:expr, $caps:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(store) = $make.await {
-                    $crate::store::contract::$case(store, $caps).await;
-                }
-            }
-        )*
+    (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
+        $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*
+    };
+    (@one [$($attr:tt)*] $make:expr, $caps:expr, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $case() {
+            $crate::store::contract::$case($make.await, $caps).await;
+        }
     };
 }
+pub(crate) use store_contract_tests;
 
 #[cfg(test)]
 mod sqlite {
     use super::Store;
     use std::sync::Arc;
 
-    async fn store() -> Option<Store> {
+    async fn store() -> Store {
         let dir = tempfile::tempdir().unwrap().keep();
-        Some(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()))
+        Arc::new(crate::store::SqliteStore::open(&dir).unwrap())
     }
 
-    crate::store_contract_tests!(store(), super::Caps { atomic: true });
+    super::store_contract_tests!(store(), super::Caps { atomic: true });
 }

@@ -1,8 +1,8 @@
 //! Task stores: SQLite for the local host, DynamoDB for AWS. Both pass the same contract
 //! cases ([`contract`]).
 
-#[cfg(any(test, feature = "test-support"))]
-pub mod contract;
+#[cfg(test)]
+pub(crate) mod contract;
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 pub mod sqlite;
