@@ -51,14 +51,11 @@ impl Server {
     }
 
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let bin = server_binary();
-        if !bin.is_file() {
-            bail!(
-                "{} does not exist: build it with `make bench` (or the bench binary's own profile)",
-                bin.display()
-            );
-        }
-        let mut cmd = command(&bin, Inherit::AllButProduct);
+        let mut cmd = command(
+            &server_binary(),
+            Inherit::AllButProduct,
+            "build it with `make bench` (or the bench binary's own profile)",
+        )?;
         cmd.args(["serve", "--listen", "127.0.0.1:0"])
             .env("SCHEDULER_DATA_DIR", data_dir)
             .env("SCHEDULER_RATE_LIMIT", "0")

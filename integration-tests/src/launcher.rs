@@ -77,8 +77,13 @@ pub enum Inherit {
 
 /// The product's binary `bin` as a command: the caller's product variables removed (or the
 /// whole environment, per `inherit`), stdin closed, stdout and stderr piped for [`spawn`],
-/// killed when dropped.
-pub fn command(bin: &Path, inherit: Inherit) -> Command {
+/// killed when dropped. An error saying `how_to_build` it when `bin` does not exist.
+pub fn command(bin: &Path, inherit: Inherit, how_to_build: &str) -> anyhow::Result<Command> {
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} does not exist: {how_to_build}",
+        bin.display()
+    );
     let mut cmd = Command::new(bin);
     match inherit {
         Inherit::AllButProduct => {
@@ -95,7 +100,7 @@ pub fn command(bin: &Path, inherit: Inherit) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    cmd
+    Ok(cmd)
 }
 
 /// Everything a child printed (stdout, and stderr prefixed `[stderr] `), as read.

@@ -88,14 +88,11 @@ impl Launch {
     }
 
     fn start(&self) -> anyhow::Result<(Proc, Output, oneshot::Receiver<Listening>)> {
-        let bin = binary_path();
-        if !bin.is_file() {
-            bail!(
-                "{} does not exist: build it with `cargo build -p task-scheduler` (or set TASK_SCHEDULER_BIN)",
-                bin.display()
-            );
-        }
-        let mut cmd = command(&bin, Inherit::AllButProduct);
+        let mut cmd = command(
+            &binary_path(),
+            Inherit::AllButProduct,
+            "build it with `cargo build -p task-scheduler` (or set TASK_SCHEDULER_BIN)",
+        )?;
         cmd.args(&self.args)
             .env("PORT", "0")
             .env("SCHEDULER_DATA_DIR", self.data_dir.path())

@@ -121,7 +121,11 @@ pub async fn start_bootstrap(
     runtime_api: &str,
     clock_offset: Option<TimeDelta>,
 ) -> anyhow::Result<Started> {
-    let mut cmd = command(binary, Inherit::PathOnly);
+    let mut cmd = command(
+        binary,
+        Inherit::PathOnly,
+        "build it with `cargo build -p task-scheduler` (the rehearsal) or `make bench-aws`",
+    )?;
     cmd.envs(env.iter().cloned())
         .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
         // cargo lambda's `--only-lambda-apis` serves the function `_`.
