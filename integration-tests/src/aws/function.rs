@@ -111,16 +111,15 @@ pub fn moved_clock_env(offset: TimeDelta) -> anyhow::Result<Vec<(String, String)
 /// How long a function gets for its cold start ("lambda host ready").
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts `binary` as a Lambda function polling the Runtime API at `runtime_api` (the value
-/// of `AWS_LAMBDA_RUNTIME_API`), with exactly `env` and the variables Lambda sets, and its
-/// wall clock moved by `clock_offset`. Returns once it logged "lambda host ready", having
-/// checked that the line's timestamp reads the moved clock.
-pub async fn start_bootstrap(
+/// `binary` as a Lambda bootstrap polling the Runtime API at `runtime_api` (the value of
+/// `AWS_LAMBDA_RUNTIME_API`), with exactly `env` and the variables Lambda sets, its wall
+/// clock moved by `clock_offset`.
+pub fn bootstrap_command(
     binary: &Path,
     env: &[(String, String)],
     runtime_api: &str,
     clock_offset: Option<TimeDelta>,
-) -> anyhow::Result<Started> {
+) -> anyhow::Result<Command> {
     let mut cmd = command(
         binary,
         Inherit::PathOnly,
@@ -138,6 +137,18 @@ pub async fn start_bootstrap(
     if let Some(offset) = clock_offset {
         cmd.envs(moved_clock_env(offset)?);
     }
+    Ok(cmd)
+}
+
+/// Starts [`bootstrap_command`] and returns once the function logged "lambda host ready",
+/// having checked that the line's timestamp reads the moved clock.
+pub async fn start_bootstrap(
+    binary: &Path,
+    env: &[(String, String)],
+    runtime_api: &str,
+    clock_offset: Option<TimeDelta>,
+) -> anyhow::Result<Started> {
+    let cmd = bootstrap_command(binary, env, runtime_api, clock_offset)?;
     let offset = clock_offset.unwrap_or_default();
     let spawned = Utc::now() + offset;
     let mut started = spawn(cmd)?;

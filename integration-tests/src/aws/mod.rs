@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 pub use events::{api_event, api_response, at_time, sqs_event};
 pub use function::{
-    Function, cargo_lambda, metric_values, moved_clock_env, runtime_emulator, start_bootstrap,
+    Function, bootstrap_command, cargo_lambda, metric_values, moved_clock_env, runtime_emulator,
+    start_bootstrap,
 };
 pub use recorder::Recorder;
 pub use rig::AwsRig;
