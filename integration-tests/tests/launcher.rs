@@ -1,6 +1,7 @@
 //! The launcher keeps the shell's product variables away from the server under test: a
 //! developer's `SCHEDULER_RATE_LIMIT` or `SCHEDULER_ALLOWED_TARGETS` must not change what the
-//! black-box tests test. Its own binary: it changes this process's environment.
+//! black-box tests test. Its own binary: it changes this process's environment (nextest
+//! runs each test in its own process; the scan below only reads files).
 
 use integration_tests::{App, Receiver, launcher::PRODUCT_ENV};
 use serde_json::json;
@@ -21,12 +22,22 @@ fn environ(pid: u32) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_shells_product_variables_never_reach_the_server() {
+#[test]
+fn the_shells_product_variables_never_reach_the_server() {
     for k in PRODUCT_ENV.iter().copied().chain([CONTROL]) {
-        // SAFETY: this binary's only test, set before any other thread reads the environment.
+        // SAFETY: set before this test starts its runtime's threads; the other test of this
+        // binary reads no environment.
         unsafe { std::env::set_var(k, LEAKED) };
     }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(server_started_with_leaked_variables());
+}
+
+async fn server_started_with_leaked_variables() {
     // The values would refuse the start (rate limit, tokens, targets, secret, capacities) or
     // change the behaviour: the server starts, and answers as configured by the launch alone.
     let app = App::spawn().await;
@@ -57,4 +68,48 @@ async fn the_shells_product_variables_never_reach_the_server() {
     receiver
         .wait_for("/hook", 5, std::time::Duration::from_secs(10))
         .await;
+}
+
+/// The string literals of the product's sources that look like environment variable names
+/// (`SCREAMING_SNAKE`, as every variable it reads but `PORT` and `RUST_LOG` is).
+fn variable_like_literals(dir: &std::path::Path, out: &mut std::collections::BTreeSet<String>) {
+    for entry in std::fs::read_dir(dir).expect("product sources") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            variable_like_literals(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("source");
+            for literal in text.split('"').skip(1).step_by(2) {
+                let name_like = literal.contains('_')
+                    && literal.starts_with(|c: char| c.is_ascii_uppercase())
+                    && literal
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                // CARGO_*: read by env!() at compile time.
+                if name_like && !literal.starts_with("CARGO_") {
+                    out.insert(literal.to_owned());
+                }
+            }
+        }
+    }
+}
+
+/// The list cannot drift from the product again: a variable the product starts reading is
+/// named in PRODUCT_ENV, or this fails.
+#[test]
+fn product_env_names_every_variable_the_product_reads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut names = std::collections::BTreeSet::new();
+    for dir in ["shared/src", "lambdas/src"] {
+        variable_like_literals(&root.join(dir), &mut names);
+    }
+    assert!(
+        names.contains("SCHEDULER_RATE_LIMIT") && names.contains("TABLE_NAME"),
+        "the scan finds nothing: {names:?}"
+    );
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !PRODUCT_ENV.contains(&n.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not in PRODUCT_ENV: {missing:?}");
 }
