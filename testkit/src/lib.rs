@@ -36,6 +36,29 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
+/// A fresh SQS queue named `prefix-<unique>`: its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(unique(prefix))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url")
+}
+
+/// A fresh EventBridge Scheduler schedule group named `prefix-<unique>`: its name.
+pub async fn create_schedule_group(scheduler: &aws_sdk_scheduler::Client, prefix: &str) -> String {
+    let group = unique(prefix);
+    scheduler
+        .create_schedule_group()
+        .name(&group)
+        .send()
+        .await
+        .expect("create schedule group");
+    group
+}
+
 /// The table's key and index names, as `TABLE_KEYS` in `cdk/lib/task-scheduler-stack.ts`
 /// declares them (the store's queries name the same indexes: the store contract on moto
 /// fails if they drift).

@@ -36,20 +36,8 @@ impl AwsRig {
         testkit::create_table(&dynamodb, &table)
             .await
             .expect("create table");
-        let queue = |name: String| {
-            let sqs = sqs.clone();
-            async move {
-                sqs.create_queue()
-                    .queue_name(name)
-                    .send()
-                    .await
-                    .expect("create queue")
-                    .queue_url
-                    .expect("queue url")
-            }
-        };
-        let delay_queue_url = queue(unique("delay")).await;
-        let dlq_url = queue(unique("dlq")).await;
+        let delay_queue_url = testkit::create_queue(&sqs, "delay").await;
+        let dlq_url = testkit::create_queue(&sqs, "dlq").await;
         let dlq_arn = sqs
             .get_queue_attributes()
             .queue_url(&dlq_url)
@@ -63,13 +51,7 @@ impl AwsRig {
                     .cloned()
             })
             .expect("queue arn");
-        let group = unique("wakeups");
-        scheduler
-            .create_schedule_group()
-            .name(&group)
-            .send()
-            .await
-            .expect("create schedule group");
+        let group = testkit::create_schedule_group(&scheduler, "wakeups").await;
         let signing_secret = format!(
             "whsec_{}",
             base64::Engine::encode(

@@ -1,5 +1,5 @@
 use super::*;
-use testkit::{sdk_config, unique};
+use testkit::sdk_config;
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().to_utc()
@@ -115,21 +115,8 @@ async fn rig(now: DateTime<Utc>) -> Rig {
     let config = sdk_config().await;
     let sqs = aws_sdk_sqs::Client::new(&config);
     let scheduler = aws_sdk_scheduler::Client::new(&config);
-    let queue_url = sqs
-        .create_queue()
-        .queue_name(unique("delay"))
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
-    let group = unique("wakeups");
-    scheduler
-        .create_schedule_group()
-        .name(&group)
-        .send()
-        .await
-        .unwrap();
+    let queue_url = testkit::create_queue(&sqs, "delay").await;
+    let group = testkit::create_schedule_group(&scheduler, "wakeups").await;
     let waker = AwsWaker::new(
         sqs.clone(),
         scheduler.clone(),
