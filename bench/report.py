@@ -254,12 +254,12 @@ def main():
         "- lateness = the receiver's arrival wall time − the task's `run_at`.",
         "- AWS figures (`make bench-aws`, rows `aws_*`): the release x86_64 bootstrap. Cold start:"
         " on cargo lambda's Runtime API emulator, the first poll timestamped by a loopback proxy."
-        " The others: on a Runtime API on loopback (bench/src/bin/aws.rs), over moto server"
+        " The others: on a Runtime API on loopback (bench/src/bin/aws/), over moto server"
         " (scripts/with-moto.sh); handler CPU with every AWS call answered by an instant stub"
         " replaying moto's answers (bench/src/aws_stub.rs). AWS precision plays EventBridge"
         " Scheduler at a uniform random moment of each schedule's at() minute and SQS at firing +"
         " DelaySeconds (rounded down; the function waits out the fraction), with fresh function"
-        " processes whose clock is moved forward (`REHEARSAL_CLOCK_OFFSET_MS`); its lateness is"
+        " processes whose wall clock libfaketime moves forward; its lateness is"
         " the arrival in that clock − `run_at`.",
         ""
         if not quick

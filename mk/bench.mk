@@ -50,7 +50,7 @@ bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, preci
 # (process user+sys time, every AWS call answered by an instant stub replaying moto's
 # answers). Their results stay in bench/results/raw/aws_*.json, which later `make bench` runs
 # keep in the table.
-bench-aws: $(VENV)/.stamp ## Lambda figures: bootstrap size, cold start, RSS, handler CPU, AWS calls per task, AWS precision on moto -> bench/results/
+bench-aws: $(VENV)/.stamp $(LIBFAKETIME) ## Lambda figures: bootstrap size, cold start, RSS, handler CPU, AWS calls per task, AWS precision on moto -> bench/results/
 	$(CARGO) build --release -p bench
 	$(MAKE) build-lambda ARCH=x86_64
 	mkdir -p $(BENCH_LAMBDA_DIR)/x86_64 $(BENCH_LAMBDA_DIR)/arm64
@@ -59,7 +59,7 @@ bench-aws: $(VENV)/.stamp ## Lambda figures: bootstrap size, cold start, RSS, ha
 	cp $(LAMBDA_BOOTSTRAP) $(BENCH_LAMBDA_DIR)/arm64/bootstrap
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" \
 	  $(BENCH_TARGET_DIR)/release/coldstart --x86 $(BENCH_LAMBDA_DIR)/x86_64/bootstrap --arm64 $(BENCH_LAMBDA_DIR)/arm64/bootstrap
-	$(VENV_PATH) scripts/with-moto.sh $(VENV)/bin/moto_server \
+	$(VENV_PATH) LIBFAKETIME="$(LIBFAKETIME)" scripts/with-moto.sh $(VENV)/bin/moto_server \
 	  $(BENCH_TARGET_DIR)/release/aws --bootstrap $(BENCH_LAMBDA_DIR)/x86_64/bootstrap
 	$(VENV)/bin/python bench/report.py bench/results
 

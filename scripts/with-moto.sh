@@ -2,7 +2,7 @@
 # Runs a command with a private moto server (the AWS emulator) on a free loopback port, and
 # stops the server afterwards, whatever happens (the trap fires on success, failure and
 # Ctrl-C). Exports what the AWS SDK and the tests need: AWS_ENDPOINT_URL, dummy credentials,
-# AWS_REGION and REQUIRE_EMULATORS=1 (tests fail instead of skipping without the emulator).
+# and AWS_REGION.
 #
 #   scripts/with-moto.sh MOTO_SERVER_BIN command args...
 set -euo pipefail
@@ -38,5 +38,4 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_SESSION_TOKEN=testing
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export AWS_EC2_METADATA_DISABLED=true
-export REQUIRE_EMULATORS=1
 "$@"

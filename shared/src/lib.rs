@@ -25,11 +25,6 @@ pub(crate) mod api;
 pub(crate) mod app;
 #[cfg(feature = "aws")]
 mod aws_error;
-// Test support on its way out of the product (a dev-only crate takes it); until then
-// integration-tests reach it through `test-support`.
-#[cfg(all(feature = "aws", any(test, feature = "test-support")))]
-#[allow(unreachable_pub, private_interfaces)]
-pub mod aws_testing;
 mod config;
 #[cfg(feature = "aws")]
 pub(crate) mod dead_letters;
@@ -42,8 +37,6 @@ pub mod local;
 #[cfg(feature = "aws")]
 pub(crate) mod metrics;
 pub(crate) mod ports;
-// Public only for integration-tests' `store::DynamoStore::create_table`, which the harness
-// work moves into a dev-only crate; `pub(crate)` then.
-pub mod store;
+pub(crate) mod store;
 pub(crate) mod wake;
 pub(crate) mod webhook;

@@ -9,10 +9,7 @@ use crate::domain::{Cursor, Delivery, Owner, Status, Task, TaskId, WakeUp};
 /// How an adapter behind a port (store, waker, dead letters, task scan) fails. `Conflict`
 /// is the one the use cases act on: a conditional write lost a race.
 #[derive(Debug, thiserror::Error)]
-// Public only as the error of `DynamoStore::create_table`, which integration-tests call until
-// the harness work moves it out; `pub(crate)` then.
-#[allow(unreachable_pub)]
-pub enum PortError {
+pub(crate) enum PortError {
     #[error("conditional write failed: the task changed concurrently")]
     Conflict,
     #[error("{0}")]

@@ -20,6 +20,7 @@ use std::{
 
 use anyhow::Context;
 use bench::{Figure, percentile, write_results};
+use integration_tests::aws::bootstrap_command;
 use serde_json::json;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -150,34 +151,31 @@ async fn main() -> anyhow::Result<()> {
     let mut rss_at_poll = Vec::with_capacity(runs);
     for run in 0..runs {
         while requests.try_recv().is_ok() {}
-        let mut cmd = tokio::process::Command::new(&x86);
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("AWS_LAMBDA_RUNTIME_API", &runtime_api)
-            .env("AWS_LAMBDA_FUNCTION_NAME", "task-scheduler")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/task-scheduler")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
-            .env("RUST_LOG", "warn")
-            .env("TABLE_NAME", "tasks")
-            .env("SCHEDULE_GROUP", "task-scheduler")
-            .env(
+        let env: Vec<(String, String)> = [
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+            ("TABLE_NAME", "tasks"),
+            ("SCHEDULE_GROUP", "task-scheduler"),
+            (
                 "SCHEDULER_ROLE_ARN",
                 "arn:aws:iam::123456789012:role/scheduler",
-            )
-            .env("DELAY_QUEUE_URL", "http://127.0.0.1:9/123456789012/delay")
-            .env("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq")
-            .env("DLQ_URL", "http://127.0.0.1:9/123456789012/dlq")
-            .stdin(Stdio::null())
+            ),
+            ("DELAY_QUEUE_URL", "http://127.0.0.1:9/123456789012/delay"),
+            ("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq"),
+            ("DLQ_URL", "http://127.0.0.1:9/123456789012/dlq"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let mut cmd = bootstrap_command(&x86, &env, &runtime_api, None)?;
+        // The smallest memory size, and quiet: the figure is the start, not the logging.
+        cmd.env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(Stdio::inherit());
         let t0 = Instant::now();
         let mut child = cmd
             .spawn()

@@ -192,41 +192,11 @@ impl LambdaHost {
     }
 }
 
-/// The cloud rehearsal plays EventBridge Scheduler firing hours ahead by starting the
-/// function with its clock moved forward (`REHEARSAL_CLOCK_OFFSET_MS`). Honoured only
-/// against an emulator (`AWS_ENDPOINT_URL` set), so it can never skew a deployed function.
-fn rehearsal_clock_offset() -> anyhow::Result<Option<chrono::TimeDelta>> {
-    let Ok(raw) = std::env::var("REHEARSAL_CLOCK_OFFSET_MS") else {
-        return Ok(None);
-    };
-    if std::env::var_os("AWS_ENDPOINT_URL").is_none() {
-        warn!("REHEARSAL_CLOCK_OFFSET_MS ignored: only honoured with AWS_ENDPOINT_URL (emulators)");
-        return Ok(None);
-    }
-    let ms: i64 = raw
-        .trim()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("REHEARSAL_CLOCK_OFFSET_MS={raw}: not an integer"))?;
-    warn!(offset_ms = ms, "rehearsal clock offset in effect");
-    Ok(Some(chrono::TimeDelta::milliseconds(ms)))
-}
-
-struct OffsetClock(chrono::TimeDelta);
-
-impl Clock for OffsetClock {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        chrono::Utc::now() + self.0
-    }
-}
-
 /// Builds the AWS host from the environment: clients once per cold start.
 pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaHost, AwsWaker)> {
     // Honours AWS_ENDPOINT_URL (emulators), AWS_REGION and the function's role credentials.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let clock: Arc<dyn Clock> = match rehearsal_clock_offset()? {
-        Some(offset) => Arc::new(OffsetClock(offset)),
-        None => Arc::new(SystemClock),
-    };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let waker = AwsWaker::new(
         sqs.clone(),

@@ -12,17 +12,17 @@ use crate::domain::{
 };
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskStore};
 
-pub type Store = Arc<dyn TaskStore>;
+pub(crate) type Store = Arc<dyn TaskStore>;
 
 /// What a store under test guarantees beyond its conditions.
 #[derive(Debug, Clone, Copy)]
-pub struct Caps {
+pub(crate) struct Caps {
     /// Conditional writes to one item are serialized, so racing writers can be run truly
     /// concurrently. SQLite (one writer thread) and real DynamoDB do this; moto server does
     /// not (it evaluates a condition and writes without a per-item lock, so two racing
     /// writers can both pass). Without it the races run in both orders, one after the other,
     /// which still proves the conditions themselves.
-    pub atomic: bool,
+    pub(crate) atomic: bool,
 }
 
 /// Runs `a` and `b` concurrently on an atomic store, else `a` then `b` (or `b` then `a`).
@@ -44,11 +44,11 @@ async fn race<A, B>(
 }
 
 /// A fixed instant (millisecond precision, like parsed API input).
-pub fn t0() -> DateTime<Utc> {
+pub(crate) fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
 }
 
-pub fn owner() -> Owner {
+pub(crate) fn owner() -> Owner {
     Owner::parse(&format!(
         "arn:aws:iam::123456789012:user/contract-{}",
         TaskId::generate()
@@ -58,7 +58,7 @@ pub fn owner() -> Owner {
 
 /// A task of `owner` due at `run_at`, 3 attempts, with a JSON body that exercises nesting
 /// and numbers.
-pub fn task(owner: &Owner, run_at: DateTime<Utc>, key: Option<&str>) -> Task {
+pub(crate) fn task(owner: &Owner, run_at: DateTime<Utc>, key: Option<&str>) -> Task {
     let new = NewTask {
         action: Action::Webhook(WebhookAction {
             url: WebhookUrl::parse("https://example.com/hook").unwrap(),
@@ -82,7 +82,7 @@ pub fn task(owner: &Owner, run_at: DateTime<Utc>, key: Option<&str>) -> Task {
     )
 }
 
-pub fn delivery(hint: RetryHint, at: DateTime<Utc>) -> Delivery {
+pub(crate) fn delivery(hint: RetryHint, at: DateTime<Utc>) -> Delivery {
     let ok = hint == RetryHint::Success;
     Delivery {
         started_at: at,
@@ -119,7 +119,7 @@ fn rejected(outcome: ClaimOutcome) -> Option<Task> {
     }
 }
 
-pub async fn create_and_get(store: Store, _caps: Caps) {
+pub(crate) async fn create_and_get(store: Store, _caps: Caps) {
     let o = owner();
     let t = task(&o, t0(), None);
     created(&store, &t).await;
@@ -127,7 +127,7 @@ pub async fn create_and_get(store: Store, _caps: Caps) {
     assert!(store.get(TaskId::generate()).await.unwrap().is_none());
 }
 
-pub async fn idempotent_create(store: Store, caps: Caps) {
+pub(crate) async fn idempotent_create(store: Store, caps: Caps) {
     let o = owner();
     let first = task(&o, t0(), Some("key-1"));
     created(&store, &first).await;
@@ -170,7 +170,7 @@ pub async fn idempotent_create(store: Store, caps: Caps) {
     }
 }
 
-pub async fn claim_once_under_concurrency(store: Store, caps: Caps) {
+pub(crate) async fn claim_once_under_concurrency(store: Store, caps: Caps) {
     let o = owner();
     let t = task(&o, t0(), None);
     created(&store, &t).await;
@@ -228,7 +228,7 @@ pub async fn claim_once_under_concurrency(store: Store, caps: Caps) {
     assert_eq!((again.version, again.status), (3, Status::Running));
 }
 
-pub async fn retry_bookkeeping(store: Store, _caps: Caps) {
+pub(crate) async fn retry_bookkeeping(store: Store, _caps: Caps) {
     let o = owner();
     let t = task(&o, t0(), None);
     created(&store, &t).await;
@@ -295,7 +295,7 @@ pub async fn retry_bookkeeping(store: Store, _caps: Caps) {
 /// A wake-up that waits out its due time to the instant (the AWS host does) is claimed then,
 /// even when the clock that computed the due time had sub-millisecond digits: the store's
 /// rounding and the task's own rule agree.
-pub async fn claimable_at_the_exact_due_time(store: Store, _caps: Caps) {
+pub(crate) async fn claimable_at_the_exact_due_time(store: Store, _caps: Caps) {
     let o = owner();
     let t = task(&o, t0(), None);
     created(&store, &t).await;
@@ -322,7 +322,7 @@ pub async fn claimable_at_the_exact_due_time(store: Store, _caps: Caps) {
     assert_eq!(retried.attempt_number(), 2);
 }
 
-pub async fn cancel_races(store: Store, caps: Caps) {
+pub(crate) async fn cancel_races(store: Store, caps: Caps) {
     for round in 0..6 {
         let o = owner();
         let t = task(&o, t0(), None);
@@ -360,7 +360,7 @@ pub async fn cancel_races(store: Store, caps: Caps) {
     ));
 }
 
-pub async fn list_paging(store: Store, _caps: Caps) {
+pub(crate) async fn list_paging(store: Store, _caps: Caps) {
     let o = owner();
     let other = owner();
     let mut mine = Vec::new();
@@ -423,36 +423,37 @@ pub async fn list_paging(store: Store, _caps: Caps) {
     assert!(page_through(Some(Status::Failed), 2).await.0.is_empty());
 }
 
-/// Generates one `#[tokio::test]` per contract case for a store built by `$make`
-/// (an async expression yielding `Option<Store>`; `None` skips) with capabilities `$caps`.
-#[macro_export]
+/// Generates one `#[tokio::test]` per contract case for a store built by `$make` (an async
+/// expression yielding a [`Store`]) with capabilities `$caps`; attributes after them (such as
+/// `#[ignore = "..."]` for a store that needs an emulator) go on every case.
 macro_rules! store_contract_tests {
-    ($make:expr, $caps:expr) => {
-        $crate::store_contract_tests!(@case $make, $caps; create_and_get, idempotent_create,
-            claim_once_under_concurrency, retry_bookkeeping, claimable_at_the_exact_due_time,
-            cancel_races, list_paging);
+    ($make:expr, $caps:expr $(, #[$attr:meta])* $(,)?) => {
+        $crate::store::contract::store_contract_tests!(@case [$(#[$attr])*] $make, $caps;
+            create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
+            claimable_at_the_exact_due_time, cancel_races, list_paging);
     };
-    (@case $make:expr, $caps:expr; $($case:ident),*) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                if let Some(store) = $make.await {
-                    $crate::store::contract::$case(store, $caps).await;
-                }
-            }
-        )*
+    (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
+        $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*
+    };
+    (@one [$($attr:tt)*] $make:expr, $caps:expr, $case:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $case() {
+            $crate::store::contract::$case($make.await, $caps).await;
+        }
     };
 }
+pub(crate) use store_contract_tests;
 
 #[cfg(test)]
 mod sqlite {
     use super::Store;
     use std::sync::Arc;
 
-    async fn store() -> Option<Store> {
+    async fn store() -> Store {
         let dir = tempfile::tempdir().unwrap().keep();
-        Some(Arc::new(crate::store::SqliteStore::open(&dir).unwrap()))
+        Arc::new(crate::store::SqliteStore::open(&dir).unwrap())
     }
 
-    crate::store_contract_tests!(store(), super::Caps { atomic: true });
+    super::store_contract_tests!(store(), super::Caps { atomic: true });
 }

@@ -40,9 +40,7 @@ use aws_sdk_dynamodb::{
     error::{ProvideErrorMetadata, SdkError},
     operation::update_item::UpdateItemError,
     types::{
-        AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-        KeyType, Projection, ProjectionType, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-        ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem,
+        AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
     },
 };
 use chrono::{DateTime, TimeDelta, Utc};
@@ -235,7 +233,7 @@ fn n(v: impl ToString) -> AttributeValue {
 
 /// [`TaskStore`] on DynamoDB.
 #[derive(Clone)]
-pub struct DynamoStore {
+pub(crate) struct DynamoStore {
     client: Client,
     table: String,
     retention: TimeDelta,
@@ -250,67 +248,6 @@ impl DynamoStore {
             table: table.into(),
             retention: TimeDelta::days(retention_days.into()),
         }
-    }
-
-    /// Creates the table exactly as the CDK app does (for emulators and tests; the deployed
-    /// table belongs to the stack). Real DynamoDB needs a wait for ACTIVE after this.
-    // Public only for integration-tests until the harness work moves it (see lib.rs).
-    pub async fn create_table(client: &Client, table: &str) -> Result<(), PortError> {
-        let key = |name: &str, kind| {
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(kind)
-                .build()
-                .expect("key schema")
-        };
-        let attr = |name: &str| {
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute definition")
-        };
-        let gsi = |name: &str, pk: &str| {
-            GlobalSecondaryIndex::builder()
-                .index_name(name)
-                .key_schema(key(pk, KeyType::Hash))
-                .key_schema(key("run_at_id", KeyType::Range))
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
-                .build()
-                .expect("gsi")
-        };
-        client
-            .create_table()
-            .table_name(table)
-            .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(key("pk", KeyType::Hash))
-            .attribute_definitions(attr("pk"))
-            .attribute_definitions(attr("owner"))
-            .attribute_definitions(attr("owner_status"))
-            .attribute_definitions(attr("run_at_id"))
-            .global_secondary_indexes(gsi(INDEX_BY_OWNER, "owner"))
-            .global_secondary_indexes(gsi(INDEX_BY_OWNER_STATUS, "owner_status"))
-            .send()
-            .await
-            .map_err(|e| sdk_error("CreateTable", e))?;
-        client
-            .update_time_to_live()
-            .table_name(table)
-            .time_to_live_specification(
-                TimeToLiveSpecification::builder()
-                    .attribute_name("expires_at")
-                    .enabled(true)
-                    .build()
-                    .expect("ttl"),
-            )
-            .send()
-            .await
-            .map_err(|e| sdk_error("UpdateTimeToLive", e))?;
-        Ok(())
     }
 
     fn key(&self, pk: String) -> Item {
@@ -634,14 +571,30 @@ mod tests {
     }
 }
 
-/// The contract cases against DynamoDB on moto server (skipped without `AWS_ENDPOINT_URL`).
+/// A DynamoDB store on moto server, on a fresh table shaped like the CDK app's.
+#[cfg(test)]
+async fn dynamo_store() -> (DynamoStore, Client, String) {
+    let client = Client::new(&testkit::sdk_config().await);
+    let table = testkit::unique("tasks");
+    testkit::create_table(&client, &table)
+        .await
+        .expect("create table");
+    (DynamoStore::new(client.clone(), &table, 30), client, table)
+}
+
+/// The contract cases against DynamoDB on moto server (`make test-aws`).
 #[cfg(test)]
 mod contract_on_moto {
+    async fn store() -> crate::store::contract::Store {
+        std::sync::Arc::new(super::dynamo_store().await.0)
+    }
+
     // moto does not serialize conditional writes to one item (real DynamoDB does): the
     // races run in both orders instead of truly concurrently. See `contract::Caps`.
-    crate::store_contract_tests!(
-        crate::aws_testing::dynamo_store(),
-        crate::store::contract::Caps { atomic: false }
+    crate::store::contract::store_contract_tests!(
+        store(),
+        crate::store::contract::Caps { atomic: false },
+        #[ignore = "needs moto: make test-aws"]
     );
 }
 
@@ -651,14 +604,6 @@ mod on_moto {
     use super::*;
     use crate::domain::RetryHint;
     use crate::store::contract::{delivery, owner, t0, task};
-
-    async fn rig() -> Option<(DynamoStore, Client, String)> {
-        let config = crate::aws_testing::sdk_config("dynamodb ttl").await?;
-        let client = Client::new(&config);
-        let table = crate::aws_testing::unique("tasks");
-        DynamoStore::create_table(&client, &table).await.unwrap();
-        Some((DynamoStore::new(client.clone(), &table, 30), client, table))
-    }
 
     async fn raw(client: &Client, table: &str, id: TaskId) -> Item {
         client
@@ -678,10 +623,9 @@ mod on_moto {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto: make test-aws"]
     async fn finished_tasks_get_a_ttl_and_a_revived_one_loses_it() {
-        let Some((store, client, table)) = rig().await else {
-            return;
-        };
+        let (store, client, table) = super::dynamo_store().await;
         let t = task(&owner(), t0(), None);
         store.create(&t).await.unwrap();
         assert_eq!(expires_at(&raw(&client, &table, t.id).await), None);
@@ -734,10 +678,9 @@ mod on_moto {
     }
 
     #[tokio::test]
+    #[ignore = "needs moto: make test-aws"]
     async fn a_failed_claim_returns_the_current_item_without_a_read() {
-        let Some((store, client, table)) = rig().await else {
-            return;
-        };
+        let (store, client, table) = super::dynamo_store().await;
         let t = task(&owner(), t0(), None);
         store.create(&t).await.unwrap();
         let err = client
