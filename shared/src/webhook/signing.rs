@@ -202,19 +202,44 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_refused() {
-        assert!(StandardWebhooksSigner::parse("").is_err());
-        assert!(StandardWebhooksSigner::parse("whsec_!!!").is_err());
-        assert!(StandardWebhooksSigner::parse("short").is_err());
-        assert!(
-            StandardWebhooksSigner::parse("raw-secret-from-secrets-manager-0123456789").is_ok()
+        let parse = StandardWebhooksSigner::parse;
+        assert!(parse("").is_err());
+        assert!(parse(" , ").is_err());
+        assert!(parse("whsec_!!!").is_err());
+        // At least 24 bytes, raw or decoded.
+        assert!(parse(&"k".repeat(23)).is_err());
+        assert!(parse(&"k".repeat(24)).is_ok());
+        assert!(parse(&format!("{PREFIX}{}", STANDARD.encode([7u8; 23]))).is_err());
+        assert!(parse(&format!("{PREFIX}{}", STANDARD.encode([7u8; 24]))).is_ok());
+        // One bad secret refuses the whole list.
+        assert!(parse(&format!("{},short", StandardWebhooksSigner::generate())).is_err());
+    }
+
+    #[test]
+    fn a_secret_without_the_prefix_signs_with_its_raw_bytes() {
+        let raw = "raw-secret-from-secrets-manager-0123456789";
+        let signer = StandardWebhooksSigner::parse(raw).unwrap();
+        let (id, ts, body) = (
+            "01JF3Q8R5V2Z6X4W9YH7K1M0NB",
+            chrono::Utc::now().timestamp(),
+            b"{}",
         );
-        assert!(
-            !format!(
-                "{:?}",
-                StandardWebhooksSigner::parse(&StandardWebhooksSigner::generate()).unwrap()
-            )
-            .contains("whsec")
-        );
+        let h = headers(id, ts, &signer.sign(id, ts, body));
+        standardwebhooks::Webhook::from_bytes(raw.as_bytes().to_vec())
+            .unwrap()
+            .verify(body, &h)
+            .expect("verified with the raw bytes as the key");
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let signer = StandardWebhooksSigner::parse(&format!(
+            "{},{}",
+            StandardWebhooksSigner::generate(),
+            StandardWebhooksSigner::generate()
+        ))
+        .unwrap();
+        assert_eq!(format!("{signer:?}"), "StandardWebhooksSigner(2 keys)");
     }
 
     #[test]
