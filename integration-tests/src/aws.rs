@@ -48,8 +48,11 @@ pub struct AwsRig {
     pub table: String,
     pub group: String,
     pub delay_queue_url: String,
+    /// The infrastructure DLQ (Scheduler's dead-letter config).
     pub dlq_url: String,
     pub dlq_arn: String,
+    /// The customers' dead letters (`FAILED_TASKS_QUEUE_URL`).
+    pub failed_tasks_queue_url: String,
     /// The signing secret (`whsec_...`) and its Secrets Manager ARN.
     pub signing_secret: String,
     pub signing_secret_arn: String,
@@ -81,6 +84,7 @@ impl AwsRig {
         };
         let delay_queue_url = queue(unique("delay")).await;
         let dlq_url = queue(unique("dlq")).await;
+        let failed_tasks_queue_url = queue(unique("failed-tasks")).await;
         let dlq_arn = sqs
             .get_queue_attributes()
             .queue_url(&dlq_url)
@@ -129,6 +133,7 @@ impl AwsRig {
             delay_queue_url,
             dlq_url,
             dlq_arn,
+            failed_tasks_queue_url,
         })
     }
 
@@ -140,7 +145,7 @@ impl AwsRig {
             ("SCHEDULER_ROLE_ARN", ROLE_ARN),
             ("DELAY_QUEUE_URL", &self.delay_queue_url),
             ("DLQ_ARN", &self.dlq_arn),
-            ("DLQ_URL", &self.dlq_url),
+            ("FAILED_TASKS_QUEUE_URL", &self.failed_tasks_queue_url),
             ("TASK_RETENTION_DAYS", "30"),
             ("SIGNING_SECRET_ARN", &self.signing_secret_arn),
             // The receivers of the rehearsal are on loopback, which the AWS host refuses by
@@ -245,11 +250,11 @@ impl AwsRig {
         let msgs = self
             .sqs
             .receive_message()
-            .queue_url(&self.dlq_url)
+            .queue_url(&self.failed_tasks_queue_url)
             .max_number_of_messages(10)
             .send()
             .await
-            .expect("receive dlq")
+            .expect("receive failed-tasks queue")
             .messages
             .unwrap_or_default();
         msgs.iter()

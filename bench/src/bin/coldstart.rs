@@ -173,7 +173,10 @@ async fn main() -> anyhow::Result<()> {
             )
             .env("DELAY_QUEUE_URL", "http://127.0.0.1:9/123456789012/delay")
             .env("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq")
-            .env("DLQ_URL", "http://127.0.0.1:9/123456789012/dlq")
+            .env(
+                "FAILED_TASKS_QUEUE_URL",
+                "http://127.0.0.1:9/123456789012/failed-tasks",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

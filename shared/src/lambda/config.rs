@@ -15,8 +15,12 @@ pub struct AwsConfig {
     pub schedule_group: String,
     pub scheduler_role_arn: String,
     pub delay_queue_url: String,
+    /// The infrastructure dead-letter queue, given to Scheduler as each schedule's DLQ.
     pub dlq_arn: String,
-    pub dlq_url: String,
+    /// The customers' dead letters: one message per task that failed for good
+    /// (`FAILED_TASKS_QUEUE_URL`), a queue of its own so that the infrastructure DLQ, whose
+    /// alarm pages operators, holds infrastructure faults only.
+    pub failed_tasks_queue_url: String,
     /// Days a finished task is kept before its TTL removes it (`TASK_RETENTION_DAYS`).
     pub retention_days: u32,
     /// The webhook signing secret (signing arrives in a later issue; validated already).
@@ -77,7 +81,10 @@ impl AwsConfig {
             scheduler_role_arn: arn("SCHEDULER_ROLE_ARN", required("SCHEDULER_ROLE_ARN")?)?,
             delay_queue_url: url("DELAY_QUEUE_URL", required("DELAY_QUEUE_URL")?)?,
             dlq_arn: arn("DLQ_ARN", required("DLQ_ARN")?)?,
-            dlq_url: url("DLQ_URL", required("DLQ_URL")?)?,
+            failed_tasks_queue_url: url(
+                "FAILED_TASKS_QUEUE_URL",
+                required("FAILED_TASKS_QUEUE_URL")?,
+            )?,
             retention_days,
             signing_secret_arn,
         })
@@ -110,8 +117,8 @@ mod tests {
         ),
         ("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq"),
         (
-            "DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/123456789012/dlq",
+            "FAILED_TASKS_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/failed-tasks",
         ),
     ];
 
@@ -121,6 +128,11 @@ mod tests {
         assert_eq!(c.retention_days, 30);
         assert_eq!(c.signing_secret_arn, None);
         assert_eq!(c.table_name, "tasks");
+        assert_eq!(c.dlq_arn, "arn:aws:sqs:us-east-1:123456789012:dlq");
+        assert_eq!(
+            c.failed_tasks_queue_url,
+            "https://sqs.us-east-1.amazonaws.com/123456789012/failed-tasks"
+        );
     }
 
     #[test]
@@ -144,6 +156,7 @@ mod tests {
             ("TASK_RETENTION_DAYS", "0"),
             ("TASK_RETENTION_DAYS", "thirty"),
             ("SIGNING_SECRET_ARN", "my-secret"),
+            ("FAILED_TASKS_QUEUE_URL", "failed-tasks"),
         ] {
             let e = with(k, v).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");

@@ -370,7 +370,7 @@ impl Waker for AwsWaker {
     }
 }
 
-/// The dead letter sent to the DLQ when a task's last attempt fails.
+/// The dead letter sent to the failed-tasks queue when a task's last attempt fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterMessage {
     pub kind: String,
@@ -401,7 +401,8 @@ impl DeadLetterMessage {
     }
 }
 
-/// [`DeadLetters`] on the SQS dead-letter queue.
+/// [`DeadLetters`] on the customers' failed-tasks queue (`FAILED_TASKS_QUEUE_URL`), not the
+/// infrastructure DLQ that Scheduler and the delay queue's redrive use.
 #[derive(Clone)]
 pub struct AwsDeadLetters {
     sqs: aws_sdk_sqs::Client,
@@ -428,7 +429,7 @@ impl DeadLetters for AwsDeadLetters {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| sdk_error("sqs SendMessage (DLQ)", &e))?;
+            .map_err(|e| sdk_error("sqs SendMessage (failed-tasks queue)", &e))?;
         tracing::warn!(task_id = %task.id, attempts = task.attempts.len(), "dead letter sent");
         Ok(())
     }
