@@ -31,6 +31,8 @@ export function buildApp(app: App, env: NodeJS.ProcessEnv = process.env): BuiltA
     apiBurstLimit: config.apiBurstLimit,
     latenessAlarmMs: config.latenessAlarmMs,
     queueBatchSize: config.queueBatchSize,
+    queueMaxConcurrency: config.queueMaxConcurrency,
+    reservedConcurrency: config.reservedConcurrency,
   });
   const nag = addNagChecks(app);
   return { config, stack, nag };

@@ -34,6 +34,10 @@ export interface TaskSchedulerConfig {
   readonly latenessAlarmMs: number;
   /** Context `queueBatchSize` (default 10, 1..10): delay-queue records per invocation. */
   readonly queueBatchSize: number;
+  /** Context `queueMaxConcurrency` (default 10, 2..1000): the delay-queue event source's maximum concurrency. */
+  readonly queueMaxConcurrency: number;
+  /** Context `reservedConcurrency` (default none, 1..10000): the function's reserved concurrency. */
+  readonly reservedConcurrency?: number;
 }
 
 type ContextReader = Pick<Node, 'tryGetContext'>;
@@ -113,5 +117,7 @@ export function readConfig(node: ContextReader, env: NodeJS.ProcessEnv = process
     apiBurstLimit: int(node, 'apiBurstLimit', 100, 1, 5000),
     latenessAlarmMs: int(node, 'latenessAlarmMs', 5000, 100, 3600000),
     queueBatchSize: int(node, 'queueBatchSize', 10, 1, 10),
+    queueMaxConcurrency: int(node, 'queueMaxConcurrency', 10, 2, 1000),
+    reservedConcurrency: str(node, 'reservedConcurrency') === undefined ? undefined : int(node, 'reservedConcurrency', 0, 1, 10000),
   };
 }

@@ -3,6 +3,7 @@ import type * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
 import type * as iam from 'aws-cdk-lib/aws-iam';
 import type * as scheduler from 'aws-cdk-lib/aws-scheduler';
 import type * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { IConstruct } from 'constructs';
 
@@ -31,6 +32,7 @@ export interface NagSubjects {
   readonly signingSecret: secretsmanager.ISecret;
   readonly healthRoute: apigwv2.IHttpRoute;
   readonly scheduleGroup: scheduler.IScheduleGroup;
+  readonly failedTasksQueue: sqs.IQueue;
 }
 
 /**
@@ -57,7 +59,7 @@ export function acknowledgeNagFindings(stack: NagSubjects): NagAcknowledgement[]
     'The function creates one one-time schedule per task attempt and names it after the task id ' +
       'and attempt number, which exist only at run time, so no fixed schedule ARN can be listed. ' +
       "The wildcard is confined to this stack's own schedule group in this account and region, " +
-      'and to scheduler:CreateSchedule, GetSchedule and DeleteSchedule (no group or tag actions).',
+      'and to scheduler:CreateSchedule and DeleteSchedule (no read, group or tag actions).',
   );
 
   ack(
@@ -76,6 +78,16 @@ export function acknowledgeNagFindings(stack: NagSubjects): NagAcknowledgement[]
     'GET /health is the unauthenticated liveness probe required by the API contract: it returns ' +
       'a constant {"status":"ok"}, reads and writes no task data, and is subject to the stage ' +
       'throttling. Every other route requires IAM (SigV4) authorization.',
+  );
+
+  ack(
+    stack.failedTasksQueue,
+    'AwsSolutions-SQS3',
+    "This queue is itself a dead-letter queue: the function sends one message per task that " +
+      'failed for good (its last attempt failed), which operators read and answer with ' +
+      'POST /tasks/{id}/retry or pass to the owner. cdk-nag recognises a DLQ only as the redrive ' +
+      'target of another queue, which this one deliberately is not: no consumer receives from ' +
+      'it, so no message can run out of receives and need a DLQ of its own.',
   );
 
   return acks;

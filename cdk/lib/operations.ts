@@ -34,9 +34,29 @@ export function functionMetric(name: string): FunctionMetric {
   return metric;
 }
 
+/**
+ * Alarm thresholds, each with its reason (cdk/README.md, "Alarms").
+ * - Scheduler drops and failed dead letters: any one is a wake-up gone with no trace, so 1.
+ * - Throttles: occasional throttles are retried (async events for up to 6 h, delay-queue
+ *   messages on their next receive, API callers get an error to retry), so one 5-minute
+ *   period with throttles is not an incident; throttles in 3 consecutive periods (15 min) mean
+ *   too little concurrency, an hour and three quarters before a throttled wake-up could run out
+ *   of its 20 receives.
+ * - Oldest delay-queue message: a message is at most 15 min (the longest DelaySeconds) old
+ *   when it becomes visible, and one transient failure hides it for another 6 min (the
+ *   visibility timeout); 30 min means the queue is not being drained.
+ */
+export const ALARM_THRESHOLDS = {
+  throttlesPeriods: 3,
+  delayQueueOldestMessageSeconds: 30 * 60,
+} as const;
+
 export interface OperationsProps {
   readonly fn: lambda.IFunction;
+  /** The infrastructure DLQ (Scheduler, async invocations, the delay queue's redrive). */
   readonly deadLetterQueue: sqs.IQueue;
+  /** The customers' failed tasks: on the dashboard, never paging. */
+  readonly failedTasksQueue: sqs.IQueue;
   readonly delayQueue: sqs.IQueue;
   readonly scheduleGroup: scheduler.IScheduleGroup;
   readonly apiStage: apigwv2.IHttpStage;
@@ -52,6 +72,10 @@ export class Operations extends Construct {
   readonly dlqAlarm: cloudwatch.Alarm;
   readonly functionErrorsAlarm: cloudwatch.Alarm;
   readonly latenessAlarm: cloudwatch.Alarm;
+  readonly schedulerDroppedAlarm: cloudwatch.Alarm;
+  readonly schedulerDeadLetterFailedAlarm: cloudwatch.Alarm;
+  readonly throttlesAlarm: cloudwatch.Alarm;
+  readonly delayQueueAgeAlarm: cloudwatch.Alarm;
   readonly alarmTopic?: sns.Topic;
   readonly alarmTopicKey?: kms.Key;
 
@@ -72,8 +96,10 @@ export class Operations extends Construct {
 
     this.dlqAlarm = new cloudwatch.Alarm(this, 'DlqNotEmpty', {
       alarmDescription:
-        'The dead-letter queue holds at least one message: a task failed for good, a delay-queue ' +
-        'message was redriven, or Scheduler/Lambda could not deliver a wake-up. Inspect and redrive.',
+        'The infrastructure dead-letter queue holds at least one message: a delay-queue message ' +
+        'ran out of receives, or Scheduler/Lambda could not deliver a wake-up. Find the cause ' +
+        "(throttles, errors), then redrive. Customers' failed tasks are on the failed-tasks queue " +
+        'and do not raise this alarm.',
       metric: dlqDepth(),
       threshold: 1,
       comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -104,7 +130,62 @@ export class Operations extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    const alarms = [this.dlqAlarm, this.functionErrorsAlarm, this.latenessAlarm];
+    const group = props.scheduleGroup;
+    const fn = props.fn;
+    const lost = (id: string, metric: cloudwatch.Metric, description: string) =>
+      new cloudwatch.Alarm(this, id, {
+        alarmDescription: description,
+        metric,
+        threshold: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        evaluationPeriods: 1,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+      });
+    this.schedulerDroppedAlarm = lost(
+      'SchedulerInvocationsDropped',
+      group.metricDropped({ statistic: 'Sum', period }),
+      'EventBridge Scheduler dropped a wake-up of this schedule group (retries exhausted with no ' +
+        'dead letter): the task was not woken. Check the function role and the Scheduler role.',
+    );
+    this.schedulerDeadLetterFailedAlarm = lost(
+      'SchedulerDeadLettersFailed',
+      group.metricFailedToBeSentToDLQ(undefined, { statistic: 'Sum', period }),
+      'EventBridge Scheduler could not put an undeliverable wake-up on the infrastructure DLQ: ' +
+        "the wake-up is gone. Check the Scheduler role's sqs:SendMessage and the queue.",
+    );
+    // (The sweeper's re-arm count alarm arrives with the sweeper: a re-arm means a lost wake-up.)
+    this.throttlesAlarm = new cloudwatch.Alarm(this, 'FunctionThrottles', {
+      alarmDescription:
+        'The function has been throttled for 15 minutes: its concurrency is too small for the ' +
+        'load (reservedConcurrency, queueMaxConcurrency or the account limit). Wake-ups wait; a ' +
+        'delay-queue message throttled for 2 hours goes to the DLQ.',
+      metric: fn.metricThrottles({ statistic: 'Sum', period }),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      evaluationPeriods: ALARM_THRESHOLDS.throttlesPeriods,
+      datapointsToAlarm: ALARM_THRESHOLDS.throttlesPeriods,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    this.delayQueueAgeAlarm = new cloudwatch.Alarm(this, 'DelayQueueOldestMessage', {
+      alarmDescription:
+        'The oldest delay-queue message is over 30 minutes old (the longest delay is 15 min): ' +
+        'the queue is not being drained (throttles, errors, or a disabled event source).',
+      metric: props.delayQueue.metricApproximateAgeOfOldestMessage({ statistic: 'Maximum', period }),
+      threshold: ALARM_THRESHOLDS.delayQueueOldestMessageSeconds,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+
+    const alarms = [
+      this.dlqAlarm,
+      this.functionErrorsAlarm,
+      this.latenessAlarm,
+      this.schedulerDroppedAlarm,
+      this.schedulerDeadLetterFailedAlarm,
+      this.throttlesAlarm,
+      this.delayQueueAgeAlarm,
+    ];
 
     if (props.alarmEmail) {
       // CloudWatch can only publish to an encrypted topic through a customer-managed key whose
@@ -129,6 +210,18 @@ export class Operations extends Construct {
         masterKey: this.alarmTopicKey,
         enforceSSL: true,
       });
+      // enforceSSL makes CDK write a topic policy, and a topic policy replaces SNS's default one
+      // (which let the account's principals publish): CloudWatch must be allowed explicitly, for
+      // alarms of this account only.
+      this.alarmTopic.addToResourcePolicy(
+        new iam.PolicyStatement({
+          sid: 'AllowCloudWatchAlarmsToPublish',
+          principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+          actions: ['sns:Publish'],
+          resources: [this.alarmTopic.topicArn],
+          conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+        }),
+      );
       this.alarmTopic.addSubscription(new subs.EmailSubscription(props.alarmEmail));
       for (const alarm of alarms) {
         alarm.addAlarmAction(new cw_actions.SnsAction(this.alarmTopic));
@@ -136,10 +229,10 @@ export class Operations extends Construct {
       }
     }
 
-    const group = props.scheduleGroup;
-    const fn = props.fn;
+    // Dashboards are global to an account: the region in the name keeps one stack name deployed
+    // to two regions from overwriting each other's dashboard.
     this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
-      dashboardName: Stack.of(this).stackName,
+      dashboardName: `${Stack.of(this).stackName}-${Aws.REGION}`,
       defaultInterval: Duration.hours(3),
       widgets: [
         [
@@ -167,8 +260,15 @@ export class Operations extends Construct {
         ],
         [
           new cloudwatch.GraphWidget({
-            title: 'Dead-letter queue depth',
-            left: [dlqDepth('DLQ messages')],
+            title: 'Dead letters',
+            left: [
+              dlqDepth('infrastructure DLQ (alarmed)'),
+              props.failedTasksQueue.metricApproximateNumberOfMessagesVisible({
+                statistic: 'Maximum',
+                period,
+                label: 'failed tasks',
+              }),
+            ],
             width: 8,
           }),
           new cloudwatch.GraphWidget({
@@ -188,6 +288,7 @@ export class Operations extends Construct {
               group.metricTargetErrors({ period, label: 'TargetErrorCount' }),
               group.metricSentToDLQ({ period, label: 'InvocationsSentToDeadLetterCount' }),
               group.metricDropped({ period, label: 'InvocationDroppedCount' }),
+              group.metricFailedToBeSentToDLQ(undefined, { period, label: 'InvocationsFailedToBeSentToDeadLetterCount' }),
             ],
             width: 8,
           }),

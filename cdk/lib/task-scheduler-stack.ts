@@ -6,7 +6,6 @@ import { HttpLambdaIntegration } from 'aws-cdk-lib/aws-apigatewayv2-integrations
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
-import { SqsDestination } from 'aws-cdk-lib/aws-lambda-destinations';
 import { SqsEventSource } from 'aws-cdk-lib/aws-lambda-event-sources';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as scheduler from 'aws-cdk-lib/aws-scheduler';
@@ -51,6 +50,23 @@ export const FUNCTION_MEMORY_MB = 256;
 export const FUNCTION_TIMEOUT = Duration.seconds(60);
 /** AWS guidance for SQS event sources: visibility timeout at least 6x the function timeout. */
 export const DELAY_QUEUE_VISIBILITY = Duration.seconds(FUNCTION_TIMEOUT.toSeconds() * 6);
+/**
+ * Receives of a delay-queue message before SQS moves it to the infrastructure DLQ. A receive
+ * that ends in a throttled or failed invocation hides the message for the visibility timeout
+ * (6 min), so 20 receives are 2 hours of continuous throttling or failure: far longer than a
+ * throttling episode lasts (the throttles alarm fires after 15 min), yet a message the function
+ * can never process still surfaces in the DLQ the same day. AWS's minimum advice is 5; with 5,
+ * 30 minutes of throttling dead-lettered wake-ups.
+ */
+export const DELAY_QUEUE_MAX_RECEIVES = 20;
+/**
+ * Default maximum concurrency of the delay-queue event source: at most 10 concurrent invocations
+ * (each up to 10 deliveries in parallel, ~100 deliveries in flight, ~280 deliveries/s at 350 ms
+ * each: ~700x the average of a million tasks a month). The event source stops polling at this
+ * limit instead of invoking and being throttled, so a backlog waits in the queue without
+ * spending receives, and the API and Scheduler's wake-ups keep the rest of the concurrency.
+ */
+export const DEFAULT_QUEUE_MAX_CONCURRENCY = 10;
 
 export interface TaskSchedulerStackProps extends StackProps {
   /** Absolute path of the directory that holds the `bootstrap` executable. */
@@ -66,6 +82,13 @@ export interface TaskSchedulerStackProps extends StackProps {
   readonly latenessAlarmMs?: number;
   /** Delay-queue records per invocation (default 10). */
   readonly queueBatchSize?: number;
+  /** Maximum concurrent invocations of the delay-queue event source (default 10, 2..1000). */
+  readonly queueMaxConcurrency?: number;
+  /**
+   * Reserved concurrency of the function (default none: the account's unreserved pool). When
+   * set it must be at least twice `queueMaxConcurrency`, so the API keeps half.
+   */
+  readonly reservedConcurrency?: number;
 }
 
 function retention(days: number): logs.RetentionDays {
@@ -79,7 +102,10 @@ function retention(days: number): logs.RetentionDays {
 export class TaskSchedulerStack extends Stack {
   readonly table: dynamodb.Table;
   readonly delayQueue: sqs.Queue;
+  /** The infrastructure DLQ: wake-ups Scheduler, Lambda or the delay queue gave up on. Pages. */
   readonly deadLetterQueue: sqs.Queue;
+  /** The customers' dead letters: one message per task that failed for good. Does not page. */
+  readonly failedTasksQueue: sqs.Queue;
   readonly signingSecret: secretsmanager.Secret;
   readonly scheduleGroup: scheduler.ScheduleGroup;
   readonly schedulerRole: iam.Role;
@@ -131,7 +157,19 @@ export class TaskSchedulerStack extends Stack {
     // SSE-SQS (SQS-managed keys): encrypted at rest with no KMS key, so neither the function,
     // the Lambda event source nor EventBridge Scheduler (which writes dead letters here) needs
     // KMS permissions, and there is no per-request KMS charge.
+    // Two dead-letter queues with different readers. The infrastructure DLQ holds wake-ups that
+    // AWS gave up on (Scheduler's dead letters, the delay queue's redrive, failed asynchronous
+    // invocations): a fault of this stack, and its alarm pages operators. The failed-tasks queue
+    // holds the customers' failed tasks (the function's dead letters: task, owner, URL, last
+    // error): a normal outcome of a webhook that kept failing, which operators read, hand to the
+    // task's owner, or answer with POST /tasks/{id}/retry. Mixed in one queue, every customer's
+    // broken endpoint would page, and the page would hide the real faults.
     this.deadLetterQueue = new sqs.Queue(this, 'DeadLetterQueue', {
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    this.failedTasksQueue = new sqs.Queue(this, 'FailedTasksQueue', {
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
@@ -141,8 +179,9 @@ export class TaskSchedulerStack extends Stack {
       enforceSSL: true,
       visibilityTimeout: DELAY_QUEUE_VISIBILITY,
       retentionPeriod: Duration.days(4),
-      // A wake-up the function failed to process 5 times goes to the DLQ instead of looping.
-      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: 5 },
+      // A wake-up the function failed to process DELAY_QUEUE_MAX_RECEIVES times (2 h of
+      // throttling or failures) goes to the infrastructure DLQ instead of looping.
+      deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: DELAY_QUEUE_MAX_RECEIVES },
     });
 
     // --------------------------------------------------------------- secret
@@ -159,11 +198,18 @@ export class TaskSchedulerStack extends Stack {
     });
 
     // ------------------------------------------------ scheduler execution role
-    // Passed by the function in each CreateSchedule; its permissions are added below.
+    // Passed by the function in each CreateSchedule; its permissions are added below. Trusted by
+    // Scheduler only on behalf of this account's schedules in this stack's group (confused
+    // deputy: another group, or another account's Scheduler, cannot assume it).
     this.schedulerRole = new iam.Role(this, 'SchedulerRole', {
       description: 'Assumed by EventBridge Scheduler to deliver task wake-ups to the function',
       assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
-        conditions: { StringEquals: { 'aws:SourceAccount': Aws.ACCOUNT_ID } },
+        conditions: {
+          StringEquals: {
+            'aws:SourceAccount': Aws.ACCOUNT_ID,
+            'aws:SourceArn': this.scheduleGroup.scheduleGroupArn,
+          },
+        },
       }),
     });
 
@@ -200,8 +246,10 @@ export class TaskSchedulerStack extends Stack {
         SCHEDULE_GROUP: this.scheduleGroup.scheduleGroupName,
         SCHEDULER_ROLE_ARN: this.schedulerRole.roleArn,
         DELAY_QUEUE_URL: this.delayQueue.queueUrl,
+        // Scheduler's dead-letter config of each schedule (the infrastructure DLQ).
         DLQ_ARN: this.deadLetterQueue.queueArn,
-        DLQ_URL: this.deadLetterQueue.queueUrl,
+        // Where the function sends a task that failed for good.
+        FAILED_TASKS_QUEUE_URL: this.failedTasksQueue.queueUrl,
         SIGNING_SECRET_ARN: this.signingSecret.secretArn,
         TASK_RETENTION_DAYS: String(taskRetentionDays),
         LOG_FORMAT: 'json',
@@ -212,12 +260,43 @@ export class TaskSchedulerStack extends Stack {
     });
 
     // Scheduler invokes the function asynchronously: bound Lambda's own retries (the claim step
-    // makes duplicates harmless) and send events that still fail to the DLQ.
+    // makes duplicates harmless) and send events that still fail to the infrastructure DLQ.
+    // Throttled asynchronous events are not retries: Lambda keeps them for up to the 6 h event
+    // age. The destination is granted sqs:SendMessage alone (Lambda needs no more; CDK's
+    // SqsDestination would add GetQueueAttributes and GetQueueUrl).
+    const deadLetterQueue = this.deadLetterQueue;
     this.fn.configureAsyncInvoke({
       retryAttempts: 2,
       maxEventAge: Duration.hours(6),
-      onFailure: new SqsDestination(this.deadLetterQueue),
+      onFailure: {
+        bind: (_scope, fn) => {
+          fn.addToRolePolicy(
+            new iam.PolicyStatement({
+              sid: 'AsyncFailuresToDeadLetterQueue',
+              actions: ['sqs:SendMessage'],
+              resources: [deadLetterQueue.queueArn],
+            }),
+          );
+          return { destination: deadLetterQueue.queueArn };
+        },
+      },
     });
+
+    // Concurrency. The delay-queue event source invokes at most `queueMaxConcurrency` copies at
+    // once: at that limit it stops polling, so a backlog waits in the queue (spending no
+    // receives) instead of invocations being throttled, and the API and Scheduler's wake-ups
+    // keep the rest. With `reservedConcurrency` the function also owns its concurrency (other
+    // functions of the account cannot starve it), and half of it at least stays with the API.
+    const queueMaxConcurrency = props.queueMaxConcurrency ?? DEFAULT_QUEUE_MAX_CONCURRENCY;
+    if (props.reservedConcurrency !== undefined && props.reservedConcurrency < 2 * queueMaxConcurrency) {
+      throw new Error(
+        `reservedConcurrency ${props.reservedConcurrency} must be at least twice queueMaxConcurrency ` +
+          `(${queueMaxConcurrency}), so that the delay queue cannot take the API's concurrency`,
+      );
+    }
+    if (props.reservedConcurrency !== undefined) {
+      (this.fn.node.defaultChild as lambda.CfnFunction).reservedConcurrentExecutions = props.reservedConcurrency;
+    }
 
     // Delay queue -> function. No batching window: these messages are due now. The binary
     // delivers the records of a batch concurrently, so a batch takes as long as its slowest
@@ -227,6 +306,7 @@ export class TaskSchedulerStack extends Stack {
       new SqsEventSource(this.delayQueue, {
         batchSize: props.queueBatchSize ?? 10,
         reportBatchItemFailures: true,
+        maxConcurrency: queueMaxConcurrency,
       }),
     );
 
@@ -238,6 +318,7 @@ export class TaskSchedulerStack extends Stack {
         resources: [this.fn.functionArn],
       }),
     );
+    // Scheduler's dead letters go to the infrastructure DLQ: an undeliverable wake-up is a fault.
     this.schedulerRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'SendDeadLetters',
@@ -247,17 +328,16 @@ export class TaskSchedulerStack extends Stack {
     );
 
     // ------------------------------------------------------ function policy
+    // Exactly the calls the binary makes (shared/src/store/dynamodb.rs, shared/src/wake/aws.rs,
+    // the dead-letter sender, shared/src/lambda/mod.rs): GetItem, PutItem, UpdateItem, DeleteItem
+    // and TransactWriteItems of two Puts (authorized as PutItem) on the table; Query on the two
+    // indexes only (the table itself is never queried); CreateSchedule and DeleteSchedule (never
+    // GetSchedule); SendMessage to the delay queue and the failed-tasks queue; GetSecretValue.
     const indexArns = TABLE_KEYS.indexes.map((i) => `${this.table.tableArn}/index/${i.name}`);
     this.functionRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'TaskItems',
-        actions: [
-          'dynamodb:GetItem',
-          'dynamodb:PutItem',
-          'dynamodb:UpdateItem',
-          'dynamodb:DeleteItem',
-          'dynamodb:ConditionCheckItem',
-        ],
+        actions: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
         resources: [this.table.tableArn],
       }),
     );
@@ -265,13 +345,13 @@ export class TaskSchedulerStack extends Stack {
       new iam.PolicyStatement({
         sid: 'TaskQueries',
         actions: ['dynamodb:Query'],
-        resources: [this.table.tableArn, ...indexArns],
+        resources: indexArns,
       }),
     );
     this.functionRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
         sid: 'TaskSchedules',
-        actions: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule', 'scheduler:GetSchedule'],
+        actions: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule'],
         resources: [this.scheduleArns()],
       }),
     );
@@ -285,9 +365,9 @@ export class TaskSchedulerStack extends Stack {
     );
     this.functionRole.addToPrincipalPolicy(
       new iam.PolicyStatement({
-        sid: 'SendWakeUpsAndDeadLetters',
+        sid: 'SendWakeUpsAndFailedTasks',
         actions: ['sqs:SendMessage'],
-        resources: [this.delayQueue.queueArn, this.deadLetterQueue.queueArn],
+        resources: [this.delayQueue.queueArn, this.failedTasksQueue.queueArn],
       }),
     );
     this.functionRole.addToPrincipalPolicy(
@@ -369,6 +449,7 @@ export class TaskSchedulerStack extends Stack {
     this.operations = new Operations(this, 'Operations', {
       fn: this.fn,
       deadLetterQueue: this.deadLetterQueue,
+      failedTasksQueue: this.failedTasksQueue,
       delayQueue: this.delayQueue,
       scheduleGroup: this.scheduleGroup,
       apiStage: this.apiStage,
@@ -380,7 +461,14 @@ export class TaskSchedulerStack extends Stack {
     new CfnOutput(this, 'ApiUrl', { value: this.apiStage.url, description: 'Base URL of the HTTP API (SigV4, service execute-api)' });
     new CfnOutput(this, 'TableName', { value: this.table.tableName });
     new CfnOutput(this, 'DelayQueueUrl', { value: this.delayQueue.queueUrl });
-    new CfnOutput(this, 'DeadLetterQueueUrl', { value: this.deadLetterQueue.queueUrl });
+    new CfnOutput(this, 'DeadLetterQueueUrl', {
+      value: this.deadLetterQueue.queueUrl,
+      description: 'Infrastructure DLQ: wake-ups Scheduler, Lambda or the delay queue gave up on (alarmed)',
+    });
+    new CfnOutput(this, 'FailedTasksQueueUrl', {
+      value: this.failedTasksQueue.queueUrl,
+      description: "Customers' failed tasks (one dead letter per task); read, then retry or tell the owner",
+    });
     new CfnOutput(this, 'ScheduleGroupName', { value: this.scheduleGroup.scheduleGroupName });
     new CfnOutput(this, 'FunctionName', { value: this.fn.functionName });
     new CfnOutput(this, 'SigningSecretArn', {

@@ -48,6 +48,7 @@ describe('task-scheduler stack: IAM', () => {
   const id = (c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as never);
   const tableId = id(stack.table);
   const dlqId = id(stack.deadLetterQueue);
+  const failedId = id(stack.failedTasksQueue);
   const delayId = id(stack.delayQueue);
   const fnId = id(stack.fn);
   const schedulerRoleId = id(stack.schedulerRole);
@@ -81,15 +82,16 @@ describe('task-scheduler stack: IAM', () => {
     const expected = [
       // its own log group
       { Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: getAtt(id(stack.functionLogGroup)) },
-      // the table and its two indexes, no Scan, no table management
+      // the table (TransactWriteItems of two Puts is authorized as PutItem) and its two indexes
+      // (the table itself is never queried); no Scan, no ConditionCheckItem, no table management
       {
         Effect: 'Allow',
-        Action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem', 'dynamodb:ConditionCheckItem'],
+        Action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
         Resource: getAtt(tableId),
       },
-      { Effect: 'Allow', Action: ['dynamodb:Query'], Resource: [getAtt(tableId), index('by_owner'), index('by_owner_status')] },
-      // the schedules of its own group
-      { Effect: 'Allow', Action: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule', 'scheduler:GetSchedule'], Resource: scheduleArn },
+      { Effect: 'Allow', Action: ['dynamodb:Query'], Resource: [index('by_owner'), index('by_owner_status')] },
+      // the schedules of its own group: create and delete, never read
+      { Effect: 'Allow', Action: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule'], Resource: scheduleArn },
       // the scheduler role, to Scheduler only
       {
         Effect: 'Allow',
@@ -97,10 +99,10 @@ describe('task-scheduler stack: IAM', () => {
         Resource: getAtt(schedulerRoleId),
         Condition: { StringEquals: { 'iam:PassedToService': 'scheduler.amazonaws.com' } },
       },
-      // the two queues
-      { Effect: 'Allow', Action: 'sqs:SendMessage', Resource: [getAtt(delayId), getAtt(dlqId)] },
-      // the async-invoke failure destination (granted by the Lambda destination)
-      { Effect: 'Allow', Action: ['sqs:SendMessage', 'sqs:GetQueueAttributes', 'sqs:GetQueueUrl'], Resource: getAtt(dlqId) },
+      // wake-ups to the delay queue, customers' dead letters to the failed-tasks queue
+      { Effect: 'Allow', Action: 'sqs:SendMessage', Resource: [getAtt(delayId), getAtt(failedId)] },
+      // the async-invoke failure destination (Lambda needs SendMessage only)
+      { Effect: 'Allow', Action: 'sqs:SendMessage', Resource: getAtt(dlqId) },
       // the event source mapping on the delay queue
       {
         Effect: 'Allow',
@@ -112,6 +114,24 @@ describe('task-scheduler stack: IAM', () => {
     ].map((s) => norm(s as Statement));
     const key = (s: ReturnType<typeof norm>) => JSON.stringify(s);
     expect(actual.map(key).sort()).toEqual(expected.map(key).sort());
+  });
+
+  test('function role: no grant the code does not use', () => {
+    const statements = statementsOfRole(template, functionRoleId);
+    const actions = statements.flatMap((s) => asArray(s.Action));
+    // Neither the store (shared/src/store/dynamodb.rs) nor the waker (shared/src/wake/aws.rs)
+    // calls these.
+    for (const unused of ['dynamodb:ConditionCheckItem', 'dynamodb:Scan', 'dynamodb:BatchWriteItem', 'scheduler:GetSchedule']) {
+      expect(actions).not.toContain(unused);
+    }
+    // The table is queried through its indexes only.
+    const query = statements.filter((s) => asArray(s.Action).includes('dynamodb:Query'));
+    expect(query.flatMap((s) => asArray(s.Resource))).not.toContainEqual(getAtt(tableId));
+    // The dead-letter queues take SendMessage and nothing else from the function.
+    for (const queue of [dlqId, failedId]) {
+      const onQueue = statements.filter((s) => asArray(s.Resource).some((r) => JSON.stringify(r) === JSON.stringify(getAtt(queue))));
+      expect([...new Set(onQueue.flatMap((s) => asArray(s.Action)))]).toEqual(['sqs:SendMessage']);
+    }
   });
 
   test('function role: no Scan, no wildcard DynamoDB action', () => {
@@ -129,14 +149,19 @@ describe('task-scheduler stack: IAM', () => {
     expect(wildcards).toEqual([expect.stringContaining(`:schedule/${groupName}/*`)]);
   });
 
-  test('scheduler role: trusted by scheduler.amazonaws.com from this account only', () => {
+  test("scheduler role: trusted by scheduler.amazonaws.com for this account's schedule group only", () => {
     const role = template.findResources('AWS::IAM::Role')[schedulerRoleId];
     expect(role.Properties.AssumeRolePolicyDocument.Statement).toEqual([
       {
         Action: 'sts:AssumeRole',
         Effect: 'Allow',
         Principal: { Service: 'scheduler.amazonaws.com' },
-        Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+        Condition: {
+          StringEquals: {
+            'aws:SourceAccount': { Ref: 'AWS::AccountId' },
+            'aws:SourceArn': getAtt(id(stack.scheduleGroup)),
+          },
+        },
       },
     ]);
   });

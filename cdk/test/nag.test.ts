@@ -27,13 +27,14 @@ describe('cdk-nag AwsSolutions', () => {
     });
   }
 
-  test('exactly three acknowledgements, each scoped to one construct and with a real reason', () => {
+  test('exactly four acknowledgements, each scoped to one construct and with a real reason', () => {
     const { stack } = synth();
     const acks = stack.nagAcknowledgements;
     expect(acks.map((a) => [a.id.replace(/\[.*\]$/, '[…]'), a.path])).toEqual([
       ['AwsSolutions-IAM5[…]', 'TaskScheduler/FunctionRole'],
       ['AwsSolutions-SMG4', 'TaskScheduler/SigningSecret'],
       ['AwsSolutions-APIG4', 'TaskScheduler/HttpApi/GET--health'],
+      ['AwsSolutions-SQS3', 'TaskScheduler/FailedTasksQueue'],
     ]);
     expect(acks[0].id).toBe(
       'AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:' +

@@ -40,8 +40,76 @@ describe('task-scheduler stack: operations', () => {
     }
     expect(body).toContain('["AWS/Scheduler","TargetErrorCount","ScheduleGroup"');
     expect(body).toContain('["AWS/Scheduler","InvocationsSentToDeadLetterCount","ScheduleGroup"');
+    expect(body).toContain('["AWS/Scheduler","InvocationsFailedToBeSentToDeadLetterCount","ScheduleGroup"');
+    // Both dead-letter queues: the infrastructure DLQ and the customers' failed tasks.
+    for (const queue of [stack.deadLetterQueue, stack.failedTasksQueue]) {
+      const queueName = JSON.stringify({ 'Fn::GetAtt': [id(queue), 'QueueName'] });
+      expect(body).toContain(`["AWS/SQS","ApproximateNumberOfMessagesVisible","QueueName","${queueName}"`);
+    }
     // The function's own metrics carry no dimensions.
     expect(body).not.toMatch(new RegExp(`\\["${NAMESPACE}","[A-Za-z]+","`));
+  });
+
+  test('the dashboard name carries the region (dashboards are global to an account)', () => {
+    const [, dashboard] = onlyResource(template, 'AWS::CloudWatch::Dashboard');
+    expect(dashboard.Properties.DashboardName).toEqual({ 'Fn::Join': ['', ['TaskScheduler-', { Ref: 'AWS::Region' }]] });
+    // The console link in the outputs points at that name.
+    const [dashboardId] = onlyResource(template, 'AWS::CloudWatch::Dashboard');
+    expect(JSON.stringify(template.toJSON().Outputs.DashboardUrl.Value)).toContain(`"#dashboards:name=",{"Ref":"${dashboardId}"}`);
+  });
+
+  const alarmOf = (namespace: string, metricName: string) => {
+    const found = resourcesOfType(template, 'AWS::CloudWatch::Alarm').filter(
+      ([, a]) => a.Properties.Namespace === namespace && a.Properties.MetricName === metricName,
+    );
+    expect(found).toHaveLength(1);
+    return found[0][1].Properties;
+  };
+  const groupDimension = () => [{ Name: 'ScheduleGroup', Value: stack.scheduleGroup.scheduleGroupName }];
+
+  test.each(['InvocationDroppedCount', 'InvocationsFailedToBeSentToDeadLetterCount'])(
+    'alarm: Scheduler %s, any one (a wake-up gone without a trace)',
+    (metricName) => {
+      expect(alarmOf('AWS/Scheduler', metricName)).toMatchObject({
+        Dimensions: groupDimension(),
+        Statistic: 'Sum',
+        Period: 300,
+        Threshold: 1,
+        ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+        EvaluationPeriods: 1,
+        TreatMissingData: 'notBreaching',
+      });
+    },
+  );
+
+  test('alarm: function throttles in 3 consecutive 5-minute periods', () => {
+    expect(alarmOf('AWS/Lambda', 'Throttles')).toMatchObject({
+      Dimensions: [{ Name: 'FunctionName', Value: { Ref: id(stack.fn) } }],
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 1,
+      ComparisonOperator: 'GreaterThanOrEqualToThreshold',
+      EvaluationPeriods: 3,
+      DatapointsToAlarm: 3,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+
+  test("alarm: the delay queue's oldest message is over 30 minutes old", () => {
+    expect(alarmOf('AWS/SQS', 'ApproximateAgeOfOldestMessage')).toMatchObject({
+      Dimensions: [{ Name: 'QueueName', Value: { 'Fn::GetAtt': [id(stack.delayQueue), 'QueueName'] } }],
+      Statistic: 'Maximum',
+      Threshold: 1800,
+      ComparisonOperator: 'GreaterThanThreshold',
+      EvaluationPeriods: 1,
+    });
+  });
+
+  test("no alarm on the failed-tasks queue: a customer's failing webhook does not page", () => {
+    const failed = JSON.stringify({ 'Fn::GetAtt': [id(stack.failedTasksQueue), 'QueueName'] });
+    for (const [, alarm] of resourcesOfType(template, 'AWS::CloudWatch::Alarm')) {
+      expect(JSON.stringify(alarm.Properties.Dimensions ?? [])).not.toContain(failed);
+    }
   });
 
   test('alarm: the DLQ holds any message', () => {
@@ -129,9 +197,22 @@ describe('task-scheduler stack: operations', () => {
       });
     });
 
+    test('the topic policy lets CloudWatch (this account) publish, since it replaces the default policy', () => {
+      const [, policy] = onlyResource(t, 'AWS::SNS::TopicPolicy');
+      expect(policy.Properties.Topics).toEqual([{ Ref: topicId }]);
+      expect(policy.Properties.PolicyDocument.Statement).toContainEqual({
+        Sid: 'AllowCloudWatchAlarmsToPublish',
+        Effect: 'Allow',
+        Principal: { Service: 'cloudwatch.amazonaws.com' },
+        Action: 'sns:Publish',
+        Resource: { Ref: topicId },
+        Condition: { StringEquals: { 'aws:SourceAccount': { Ref: 'AWS::AccountId' } } },
+      });
+    });
+
     test('every alarm notifies the topic on ALARM and OK', () => {
       const alarms = resourcesOfType(t, 'AWS::CloudWatch::Alarm');
-      expect(alarms).toHaveLength(3);
+      expect(alarms).toHaveLength(7);
       for (const [, alarm] of alarms) {
         expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
         expect(alarm.Properties.OKActions).toEqual([{ Ref: topicId }]);

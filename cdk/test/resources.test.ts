@@ -1,5 +1,5 @@
 import { Match } from 'aws-cdk-lib/assertions';
-import { DELAY_QUEUE_VISIBILITY, FUNCTION_TIMEOUT } from '../lib/task-scheduler-stack';
+import { DELAY_QUEUE_MAX_RECEIVES, DELAY_QUEUE_VISIBILITY, FUNCTION_TIMEOUT } from '../lib/task-scheduler-stack';
 import { onlyResource, resourcesOfType, synth } from './helpers';
 
 describe('task-scheduler stack: resources', () => {
@@ -7,6 +7,7 @@ describe('task-scheduler stack: resources', () => {
   const id = (c: { node: { defaultChild?: unknown } }) => stack.getLogicalId(c.node.defaultChild as never);
   const tableId = id(stack.table);
   const dlqId = id(stack.deadLetterQueue);
+  const failedId = id(stack.failedTasksQueue);
   const delayId = id(stack.delayQueue);
   const fnId = id(stack.fn);
 
@@ -15,8 +16,8 @@ describe('task-scheduler stack: resources', () => {
     for (const r of Object.values(template.toJSON().Resources) as any[]) counts[r.Type] = (counts[r.Type] ?? 0) + 1;
     expect(counts).toEqual({
       'AWS::DynamoDB::Table': 1,
-      'AWS::SQS::Queue': 2,
-      'AWS::SQS::QueuePolicy': 2,
+      'AWS::SQS::Queue': 3,
+      'AWS::SQS::QueuePolicy': 3,
       'AWS::SecretsManager::Secret': 1,
       'AWS::Scheduler::ScheduleGroup': 1,
       'AWS::IAM::Role': 2,
@@ -30,10 +31,10 @@ describe('task-scheduler stack: resources', () => {
       'AWS::ApiGatewayV2::Integration': 1,
       'AWS::ApiGatewayV2::Route': 8,
       'AWS::ApiGatewayV2::Stage': 1,
-      'AWS::CloudWatch::Alarm': 3,
+      'AWS::CloudWatch::Alarm': 7,
       'AWS::CloudWatch::Dashboard': 1,
     });
-    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 40 in the template.)
+    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 46 in the template.)
     template.resourceCountIs('AWS::Events::Rule', 0);
     template.resourceCountIs('AWS::Scheduler::Schedule', 0); // created at run time, never by CDK
   });
@@ -106,19 +107,35 @@ describe('task-scheduler stack: resources', () => {
       });
     });
 
-    test('delay queue: SSE, visibility >= 6x the function timeout, redrive to the DLQ', () => {
+    test("failed-tasks queue: the customers' dead letters, apart from the infrastructure DLQ", () => {
+      expect(failedId).not.toBe(dlqId);
+      expect(template.findResources('AWS::SQS::Queue')[failedId].Properties).toEqual({
+        MessageRetentionPeriod: 14 * 24 * 3600,
+        SqsManagedSseEnabled: true,
+      });
+      // Nothing redrives into it: Scheduler, Lambda and the delay queue use the infrastructure DLQ.
+      const target = JSON.stringify({ 'Fn::GetAtt': [failedId, 'Arn'] });
+      for (const [, q] of resourcesOfType(template, 'AWS::SQS::Queue')) {
+        expect(JSON.stringify(q.Properties.RedrivePolicy ?? {})).not.toContain(target);
+      }
+    });
+
+    test('delay queue: SSE, visibility >= 6x the function timeout, redrive to the DLQ after 20 receives', () => {
       expect(DELAY_QUEUE_VISIBILITY.toSeconds()).toBeGreaterThanOrEqual(6 * FUNCTION_TIMEOUT.toSeconds());
+      // Throttling alone must not dead-letter a wake-up: 20 receives x 6 min = 2 h of throttling.
+      expect(DELAY_QUEUE_MAX_RECEIVES * DELAY_QUEUE_VISIBILITY.toSeconds()).toBeGreaterThanOrEqual(2 * 3600);
       expect(template.findResources('AWS::SQS::Queue')[delayId].Properties).toEqual({
         MessageRetentionPeriod: 4 * 24 * 3600,
         SqsManagedSseEnabled: true,
         VisibilityTimeout: 360,
-        RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: 5 },
+        RedrivePolicy: { deadLetterTargetArn: { 'Fn::GetAtt': [dlqId, 'Arn'] }, maxReceiveCount: 20 },
       });
     });
 
     test.each([
       ['delay queue', () => delayId],
       ['dead-letter queue', () => dlqId],
+      ['failed-tasks queue', () => failedId],
     ])('%s refuses requests without TLS', (_name, queueId) => {
       template.hasResourceProperties('AWS::SQS::QueuePolicy', {
         Queues: [{ Ref: queueId() }],
@@ -135,13 +152,35 @@ describe('task-scheduler stack: resources', () => {
       });
     });
 
-    test('the function consumes the delay queue with partial batch responses', () => {
+    test('the function consumes the delay queue with partial batch responses, at most 10 at once', () => {
       const [, esm] = onlyResource(template, 'AWS::Lambda::EventSourceMapping');
       expect(esm.Properties).toEqual({
         EventSourceArn: { 'Fn::GetAtt': [delayId, 'Arn'] },
         FunctionName: { Ref: fnId },
         BatchSize: 10,
         FunctionResponseTypes: ['ReportBatchItemFailures'],
+        ScalingConfig: { MaximumConcurrency: 10 },
+      });
+    });
+  });
+
+  describe('concurrency', () => {
+    test('no reserved concurrency by default (the account pool; the event source is capped)', () => {
+      const [, fn] = onlyResource(template, 'AWS::Lambda::Function');
+      expect(fn.Properties.ReservedConcurrentExecutions).toBeUndefined();
+    });
+
+    test('queueMaxConcurrency and reservedConcurrency reach the template', () => {
+      const { template: t } = synth({ queueMaxConcurrency: '20', reservedConcurrency: '60' });
+      t.hasResourceProperties('AWS::Lambda::EventSourceMapping', { ScalingConfig: { MaximumConcurrency: 20 } });
+      t.hasResourceProperties('AWS::Lambda::Function', { ReservedConcurrentExecutions: 60 });
+    });
+
+    test('the API keeps headroom: reservedConcurrency below twice the queue maximum is refused', () => {
+      expect(() => synth({ reservedConcurrency: '19' })).toThrow(/at least twice queueMaxConcurrency \(10\)/);
+      expect(() => synth({ queueMaxConcurrency: '1' })).toThrow(/queueMaxConcurrency/);
+      synth({ reservedConcurrency: '20' }).template.hasResourceProperties('AWS::Lambda::Function', {
+        ReservedConcurrentExecutions: 20,
       });
     });
   });
@@ -194,13 +233,15 @@ describe('task-scheduler stack: resources', () => {
         SCHEDULER_ROLE_ARN: { 'Fn::GetAtt': [id(stack.schedulerRole), 'Arn'] },
         DELAY_QUEUE_URL: { Ref: delayId },
         DLQ_ARN: { 'Fn::GetAtt': [dlqId, 'Arn'] },
-        DLQ_URL: { Ref: dlqId },
+        FAILED_TASKS_QUEUE_URL: { Ref: failedId },
         SIGNING_SECRET_ARN: { Ref: id(stack.signingSecret) },
         TASK_RETENTION_DAYS: '30',
         LOG_FORMAT: 'json',
         RUST_LOG: 'info',
       });
       expect(fn.Properties.Environment.Variables).not.toHaveProperty('SCHEDULER_ALLOWED_TARGETS');
+      // Dead letters of failed tasks never go to the infrastructure DLQ (its URL is not given).
+      expect(JSON.stringify(fn.Properties.Environment.Variables)).not.toContain(JSON.stringify({ Ref: dlqId }));
     });
 
     test('taskRetentionDays reaches the environment', () => {
@@ -245,6 +286,7 @@ describe('task-scheduler stack: resources', () => {
           'DashboardUrl',
           'DeadLetterQueueUrl',
           'DelayQueueUrl',
+          'FailedTasksQueueUrl',
           'FunctionName',
           'ScheduleGroupName',
           'SigningSecretArn',
@@ -254,6 +296,7 @@ describe('task-scheduler stack: resources', () => {
       expect(outputs.TableName.Value).toEqual({ Ref: tableId });
       expect(outputs.DelayQueueUrl.Value).toEqual({ Ref: delayId });
       expect(outputs.DeadLetterQueueUrl.Value).toEqual({ Ref: dlqId });
+      expect(outputs.FailedTasksQueueUrl.Value).toEqual({ Ref: failedId });
       expect(outputs.ScheduleGroupName.Value).toEqual(stack.scheduleGroup.scheduleGroupName);
       expect(JSON.stringify(outputs.ApiUrl.Value)).toContain('.execute-api.');
       expect(JSON.stringify(outputs.DashboardUrl.Value)).toContain('#dashboards:name=');

@@ -411,7 +411,7 @@ async fn cancel_deletes_the_pending_schedule_and_a_late_wake_up_delivers_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs moto: make test-aws"]
-async fn retries_back_off_then_the_last_failure_goes_to_the_dead_letter_queue() {
+async fn retries_back_off_then_the_last_failure_goes_to_the_failed_tasks_queue() {
     let rig = AwsRig::create().await;
     let recorder = Recorder::start(&rig.endpoint).await;
     let receiver = Receiver::start().await;
@@ -477,6 +477,17 @@ async fn retries_back_off_then_the_last_failure_goes_to_the_dead_letter_queue() 
     assert_eq!(dl["owner"], ALICE);
     assert_eq!(dl["url"], receiver.url("/down"));
     assert!(dl["last_error"].as_str().unwrap().contains("500"), "{dl}");
+    // A customer's failed task is not an infrastructure fault: nothing on the DLQ that pages.
+    let infra = rig
+        .sqs
+        .receive_message()
+        .queue_url(&rig.dlq_url)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert!(infra.is_empty(), "{infra:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.arrivals_at("/flaky").len(), 2);
     assert_eq!(receiver.arrivals_at("/down").len(), 3);

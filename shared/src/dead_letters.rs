@@ -10,7 +10,7 @@ use crate::aws_error::sdk_error;
 use crate::domain::{Task, TaskId};
 use crate::ports::{DeadLetters, PortError};
 
-/// The dead letter sent to the DLQ when a task's last attempt fails.
+/// The dead letter sent to the failed-tasks queue when a task's last attempt fails.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DeadLetterMessage {
     pub(crate) kind: String,
@@ -41,7 +41,8 @@ impl DeadLetterMessage {
     }
 }
 
-/// [`DeadLetters`] on the SQS dead-letter queue.
+/// [`DeadLetters`] on the customers' failed-tasks queue (`FAILED_TASKS_QUEUE_URL`), not the
+/// infrastructure DLQ that Scheduler and the delay queue's redrive use.
 #[derive(Clone)]
 pub(crate) struct AwsDeadLetters {
     sqs: aws_sdk_sqs::Client,
@@ -68,7 +69,7 @@ impl DeadLetters for AwsDeadLetters {
             .message_body(body)
             .send()
             .await
-            .map_err(|e| sdk_error("sqs SendMessage (DLQ)", &e))?;
+            .map_err(|e| sdk_error("sqs SendMessage (failed-tasks queue)", &e))?;
         tracing::warn!(task_id = %task.id, attempts = task.attempts.len(), "dead letter sent");
         Ok(())
     }

@@ -165,7 +165,10 @@ async fn main() -> anyhow::Result<()> {
             ),
             ("DELAY_QUEUE_URL", "http://127.0.0.1:9/123456789012/delay"),
             ("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq"),
-            ("DLQ_URL", "http://127.0.0.1:9/123456789012/dlq"),
+            (
+                "FAILED_TASKS_QUEUE_URL",
+                "http://127.0.0.1:9/123456789012/failed-tasks",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))

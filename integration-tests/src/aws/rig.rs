@@ -17,8 +17,11 @@ pub struct AwsRig {
     pub table: String,
     pub group: String,
     pub delay_queue_url: String,
+    /// The infrastructure DLQ (Scheduler's dead-letter config).
     pub dlq_url: String,
     pub dlq_arn: String,
+    /// The customers' dead letters (`FAILED_TASKS_QUEUE_URL`).
+    pub failed_tasks_queue_url: String,
     /// The signing secret (`whsec_...`) and its Secrets Manager ARN.
     pub signing_secret: String,
     pub signing_secret_arn: String,
@@ -38,6 +41,7 @@ impl AwsRig {
             .expect("create table");
         let delay_queue_url = testkit::create_queue(&sqs, "delay").await;
         let dlq_url = testkit::create_queue(&sqs, "dlq").await;
+        let failed_tasks_queue_url = testkit::create_queue(&sqs, "failed-tasks").await;
         let dlq_arn = sqs
             .get_queue_attributes()
             .queue_url(&dlq_url)
@@ -80,6 +84,7 @@ impl AwsRig {
             delay_queue_url,
             dlq_url,
             dlq_arn,
+            failed_tasks_queue_url,
         }
     }
 
@@ -91,7 +96,7 @@ impl AwsRig {
             ("SCHEDULER_ROLE_ARN", ROLE_ARN),
             ("DELAY_QUEUE_URL", &self.delay_queue_url),
             ("DLQ_ARN", &self.dlq_arn),
-            ("DLQ_URL", &self.dlq_url),
+            ("FAILED_TASKS_QUEUE_URL", &self.failed_tasks_queue_url),
             ("TASK_RETENTION_DAYS", "30"),
             ("SIGNING_SECRET_ARN", &self.signing_secret_arn),
             // The receivers of the rehearsal are on loopback, which the AWS host refuses by
@@ -196,11 +201,11 @@ impl AwsRig {
         let msgs = self
             .sqs
             .receive_message()
-            .queue_url(&self.dlq_url)
+            .queue_url(&self.failed_tasks_queue_url)
             .max_number_of_messages(10)
             .send()
             .await
-            .expect("receive dlq")
+            .expect("receive failed-tasks queue")
             .messages
             .unwrap_or_default();
         msgs.iter()

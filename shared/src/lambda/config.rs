@@ -8,8 +8,12 @@ pub(crate) struct AwsConfig {
     pub(crate) schedule_group: String,
     pub(crate) scheduler_role_arn: String,
     pub(crate) delay_queue_url: String,
+    /// The infrastructure dead-letter queue, given to Scheduler as each schedule's DLQ.
     pub(crate) dlq_arn: String,
-    pub(crate) dlq_url: String,
+    /// The customers' dead letters: one message per task that failed for good
+    /// (`FAILED_TASKS_QUEUE_URL`), a queue of its own so that the infrastructure DLQ, whose
+    /// alarm pages operators, holds infrastructure faults only.
+    pub(crate) failed_tasks_queue_url: String,
     /// Days a finished task is kept before its TTL removes it (`TASK_RETENTION_DAYS`).
     pub(crate) retention_days: u32,
     /// The Secrets Manager secret deliveries are signed with; without it they are not signed.
@@ -70,7 +74,10 @@ impl AwsConfig {
             scheduler_role_arn: arn("SCHEDULER_ROLE_ARN", required("SCHEDULER_ROLE_ARN")?)?,
             delay_queue_url: url("DELAY_QUEUE_URL", required("DELAY_QUEUE_URL")?)?,
             dlq_arn: arn("DLQ_ARN", required("DLQ_ARN")?)?,
-            dlq_url: url("DLQ_URL", required("DLQ_URL")?)?,
+            failed_tasks_queue_url: url(
+                "FAILED_TASKS_QUEUE_URL",
+                required("FAILED_TASKS_QUEUE_URL")?,
+            )?,
             retention_days,
             signing_secret_arn,
         })
@@ -103,8 +110,8 @@ mod tests {
         ),
         ("DLQ_ARN", "arn:aws:sqs:us-east-1:123456789012:dlq"),
         (
-            "DLQ_URL",
-            "https://sqs.us-east-1.amazonaws.com/123456789012/dlq",
+            "FAILED_TASKS_QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/123456789012/failed-tasks",
         ),
     ];
 
@@ -114,6 +121,11 @@ mod tests {
         assert_eq!(c.retention_days, 30);
         assert_eq!(c.signing_secret_arn, None);
         assert_eq!(c.table_name, "tasks");
+        assert_eq!(c.dlq_arn, "arn:aws:sqs:us-east-1:123456789012:dlq");
+        assert_eq!(
+            c.failed_tasks_queue_url,
+            "https://sqs.us-east-1.amazonaws.com/123456789012/failed-tasks"
+        );
     }
 
     #[test]
@@ -137,6 +149,7 @@ mod tests {
             ("TASK_RETENTION_DAYS", "0"),
             ("TASK_RETENTION_DAYS", "thirty"),
             ("SIGNING_SECRET_ARN", "my-secret"),
+            ("FAILED_TASKS_QUEUE_URL", "failed-tasks"),
         ] {
             let e = with(k, v).unwrap_err();
             assert!(e.to_string().contains(k), "{e}");

@@ -235,7 +235,7 @@ pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaH
         waker: Arc::new(waker.clone()),
         webhook: Arc::new(webhook),
         clock,
-        dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.dlq_url)),
+        dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.failed_tasks_queue_url)),
         metrics: Arc::new(EmfMetrics::stdout()),
         targets: Arc::new(targets),
     });
