@@ -321,3 +321,70 @@ async fn concurrent_creates_with_one_key_never_fail() {
     assert_eq!(proxy.injected(), 3);
     assert_eq!(direct.get(alone.id).await.unwrap().unwrap(), alone);
 }
+
+/// The use cases, unchanged, over a store whose responses get lost: fire (claim, record,
+/// dead letter), `/retry` and cancel each go on, once.
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn fire_retry_and_cancel_go_on_after_lost_responses() {
+    use crate::app::{Fired, Ports, Scheduler};
+    use crate::domain::{Next, WakeUp};
+    use crate::fakes::{RecordingDeadLetters, RecordingWaker, ScriptedWebhook};
+    use std::sync::Arc;
+
+    let (proxy, lossy, direct, ..) = rig().await;
+    let webhook = Arc::new(ScriptedWebhook::answering(&[RetryHint::Permanent]));
+    let dead_letters = Arc::new(RecordingDeadLetters::default());
+    let s = Scheduler::new(Ports {
+        store: Arc::new(lossy),
+        waker: Arc::new(RecordingWaker::default()),
+        webhook: webhook.clone(),
+        clock: Arc::new(crate::ports::SystemClock),
+        dead_letters: dead_letters.clone(),
+        metrics: Arc::new(crate::ports::NoMetrics),
+        targets: Arc::new(crate::ports::AllowAllTargets),
+    });
+    let o = owner();
+    let due = crate::domain::to_millis(Utc::now()) - TimeDelta::seconds(1);
+    // A keyed task: its finishing and reviving writes are transactions (the key's TTL).
+    let t = task(&o, due, Some("fire"));
+    direct.create(&t).await.unwrap();
+    proxy.inject("UpdateItem", Fault::LoseResponse, 1);
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let fired = s
+        .fire(WakeUp {
+            task_id: t.id,
+            attempt: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(fired, Fired::Delivered(Next::Failed));
+    assert_eq!(
+        proxy.injected(),
+        2,
+        "the claim's and the record's responses were lost"
+    );
+    assert_eq!(webhook.call_count(), 1);
+    assert_eq!(
+        dead_letters.0.lock().unwrap().len(),
+        1,
+        "the dead letter is sent"
+    );
+    let failed = direct.get(t.id).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.attempts.len()), (Status::Failed, 1));
+    // `/retry`, its response lost: 200, not 409.
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let revived = s.retry(&o, t.id).await.expect("the retry is ours");
+    assert_eq!(revived.status, Status::Scheduled);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), revived);
+    // Cancel, its response lost: 200, not 409.
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let cancelled = s.cancel(&o, t.id).await.expect("the cancel is ours");
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), cancelled);
+    let u = task(&o, due, None);
+    direct.create(&u).await.unwrap();
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    let cancelled = s.cancel(&o, u.id).await.expect("the cancel is ours");
+    assert_eq!(direct.get(u.id).await.unwrap().unwrap(), cancelled);
+    assert_eq!(proxy.injected(), 5);
+}
