@@ -890,3 +890,32 @@ async fn list_pages_stay_under_lambdas_response_limit() {
     assert_eq!(seen, ids, "every task exactly once, in run_at order");
     assert!(pages > 1);
 }
+
+/// The page budget the code applies is the one docs/api.md and the OpenAPI document state.
+#[tokio::test]
+async fn the_list_page_budget_is_documented_as_applied() {
+    let stated = "5,000,000 bytes";
+    assert_eq!(
+        super::LIST_PAGE_BUDGET,
+        stated
+            .replace([',', ' '], "")
+            .trim_end_matches("bytes")
+            .parse::<usize>()
+            .unwrap()
+    );
+    let api_md = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"));
+    assert!(api_md.contains(&format!("at most {stated}")), "docs/api.md");
+    let (_rig, app) = open_rig();
+    let doc = get(&app, "/openapi.json").await.body;
+    let list = &doc["paths"]["/tasks"]["get"];
+    for text in [
+        &list["description"],
+        &list["responses"]["200"]["description"],
+        &doc["components"]["schemas"]["TaskList"]["properties"]["next_cursor"]["description"],
+    ] {
+        assert!(
+            text.as_str().is_some_and(|t| t.contains(stated)),
+            "the OpenAPI document: {text}"
+        );
+    }
+}
