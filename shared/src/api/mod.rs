@@ -27,7 +27,7 @@ use utoipa::{
 };
 
 use crate::app::{CreateCommand, Created, Scheduler};
-use crate::domain::{Cursor, IdempotencyKey, Status, TaskId};
+use crate::domain::{Cursor, IdempotencyKey, Status, Task, TaskId};
 use crate::ports::ListQuery;
 pub(crate) use auth::{ApiToken, Auth, Caller};
 use error::{ApiError, ErrorBody};
@@ -220,11 +220,16 @@ async fn schedule_task(
 }
 
 /// List the caller's tasks, ordered by `run_at` (newest last).
+///
+/// A page holds at most `limit` tasks and at most 5,000,000 bytes of them (counted as they
+/// travel in a Lambda response: `"` and `\` twice), so that it stays under Lambda's 6 MiB
+/// response limit: a page of large tasks may hold fewer than `limit`, and then has a
+/// `next_cursor`. It always holds at least one task when there is one.
 #[utoipa::path(
     get, path = "/tasks", tag = "tasks",
     params(ListParams),
     responses(
-        (status = 200, description = "A page of tasks", body = TaskList),
+        (status = 200, description = "A page of tasks: at most `limit` tasks, and at most 5,000,000 bytes of them (fewer tasks when they are large; `next_cursor` then names the rest)", body = TaskList),
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
@@ -267,10 +272,57 @@ async fn list_tasks(
         }
     }
     let page = state.scheduler.list(&query).await?;
-    Ok(Json(TaskList {
-        tasks: page.tasks.iter().map(TaskView::from).collect(),
-        next_cursor: page.next.map(|c| c.encode()),
-    }))
+    Ok(Json(within_budget(
+        &page.tasks,
+        page.next,
+        LIST_PAGE_BUDGET,
+    )))
+}
+
+/// The most the tasks of one `GET /tasks` page may take, counted as they travel inside a
+/// Lambda response (see [`lambda_size`]): Lambda refuses responses over 6 MiB
+/// (6,291,456 bytes), and the rest of the response (the page's envelope, the headers) needs
+/// far less than the margin left.
+pub(crate) const LIST_PAGE_BUDGET: usize = 5_000_000;
+
+/// How many bytes `json` takes inside an API Gateway response, whose body is one JSON string:
+/// every `"` and `\` is escaped there (the body's JSON has no raw control characters, and
+/// other characters are copied as they are).
+fn lambda_size(json: &[u8]) -> usize {
+    json.len() + json.iter().filter(|b| matches!(b, b'"' | b'\\')).count()
+}
+
+/// The page as answered: the tasks in order while they fit in `budget` (at least one, so
+/// paging always moves on; a single task is far below it), and a cursor after the last one
+/// answered when some were left out.
+fn within_budget(tasks: &[Task], next: Option<Cursor>, budget: usize) -> TaskList {
+    let mut views = Vec::with_capacity(tasks.len());
+    let mut used = 0;
+    for (i, task) in tasks.iter().enumerate() {
+        let view = TaskView::from(task);
+        // A view that cannot be sized is answered anyway; serializing it for the response
+        // fails the same way.
+        let size = serde_json::to_vec(&view).map_or(0, |json| lambda_size(&json) + 1);
+        if i > 0 && used + size > budget {
+            let last = &tasks[i - 1];
+            return TaskList {
+                tasks: views,
+                next_cursor: Some(
+                    Cursor {
+                        run_at: last.run_at,
+                        task_id: last.id,
+                    }
+                    .encode(),
+                ),
+            };
+        }
+        used += size;
+        views.push(view);
+    }
+    TaskList {
+        tasks: views,
+        next_cursor: next.map(|c| c.encode()),
+    }
 }
 
 /// A task with its attempts.

@@ -830,3 +830,92 @@ async fn data_nesting_is_bounded() {
     );
     assert_eq!(rig.store.count(None).await.unwrap(), 1);
 }
+
+/// Lambda answers at most 6 MB: the API Gateway response, with the body inside it as one
+/// JSON string (so every `"` and `\` of the body counts twice). A page of 100 tasks of about
+/// 256 KiB each would be 25 to 50 MB. Every page stays under the limit, and paging still
+/// returns every task exactly once, in order.
+#[tokio::test]
+async fn list_pages_stay_under_lambdas_response_limit() {
+    const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
+    let (_rig, app) = open_rig();
+    let base = Utc::now() + TimeDelta::hours(1);
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        let mut b = valid();
+        // Just under the 256 KiB body limit; every other task's data is all quotes, the
+        // worst case for the Lambda response's escaping.
+        b["payload"]["data"] = if i % 2 == 0 {
+            json!("x".repeat(255 * 1024))
+        } else {
+            json!("\"".repeat(127 * 1024))
+        };
+        b["run_at"] = json!((base + TimeDelta::seconds(i)).to_rfc3339());
+        let r = post_json(&app, "/tasks", &b, &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        ids.push(r.body["task_id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/tasks?limit=100".to_owned();
+    let mut pages = 0;
+    loop {
+        let resp = app
+            .clone()
+            .oneshot(Request::get(&uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = std::str::from_utf8(&bytes).unwrap();
+        // The body as it travels in the Lambda response (and a margin for the headers).
+        let in_lambda = serde_json::to_string(text).unwrap().len();
+        assert!(
+            in_lambda + 64 * 1024 < LAMBDA_RESPONSE_LIMIT,
+            "page {pages}: {in_lambda} bytes in the Lambda response"
+        );
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        let page = body["tasks"].as_array().unwrap();
+        assert!(!page.is_empty(), "a page with a next cursor is never empty");
+        seen.extend(
+            page.iter()
+                .map(|t| t["task_id"].as_str().unwrap().to_owned()),
+        );
+        pages += 1;
+        assert!(pages <= 100, "paging does not end");
+        match body["next_cursor"].as_str() {
+            Some(c) => uri = format!("/tasks?limit=100&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every task exactly once, in run_at order");
+    assert!(pages > 1);
+}
+
+/// The page budget the code applies is the one docs/api.md and the OpenAPI document state.
+#[tokio::test]
+async fn the_list_page_budget_is_documented_as_applied() {
+    let stated = "5,000,000 bytes";
+    assert_eq!(
+        super::LIST_PAGE_BUDGET,
+        stated
+            .replace([',', ' '], "")
+            .trim_end_matches("bytes")
+            .parse::<usize>()
+            .unwrap()
+    );
+    let api_md = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"));
+    assert!(api_md.contains(&format!("at most {stated}")), "docs/api.md");
+    let (_rig, app) = open_rig();
+    let doc = get(&app, "/openapi.json").await.body;
+    let list = &doc["paths"]["/tasks"]["get"];
+    for text in [
+        &list["description"],
+        &list["responses"]["200"]["description"],
+        &doc["components"]["schemas"]["TaskList"]["properties"]["next_cursor"]["description"],
+    ] {
+        assert!(
+            text.as_str().is_some_and(|t| t.contains(stated)),
+            "the OpenAPI document: {text}"
+        );
+    }
+}

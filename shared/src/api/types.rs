@@ -332,7 +332,9 @@ impl From<&Task> for TaskView {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub(crate) struct TaskList {
     pub(crate) tasks: Vec<TaskView>,
-    /// Pass as `cursor` for the next page; null on the last page.
+    /// Pass as `cursor` for the next page; null on the last page. A page may end before
+    /// `limit` tasks when its tasks are large (at most 5,000,000 bytes of tasks per page);
+    /// it then has a `next_cursor` too.
     pub(crate) next_cursor: Option<String>,
 }
 
@@ -343,7 +345,8 @@ pub(crate) struct TaskList {
 pub(crate) struct ListParams {
     /// Only tasks in this status.
     pub(crate) status: Option<TaskStatus>,
-    /// Page size, 1..=100 (default 50).
+    /// Page size, 1..=100 (default 50): the most tasks a page holds. A page of large tasks
+    /// holds fewer (at most 5,000,000 bytes of tasks).
     #[param(minimum = 1, maximum = 100)]
     pub(crate) limit: Option<u32>,
     /// `next_cursor` of the previous page.

@@ -163,8 +163,7 @@ pub(crate) async fn idempotent_create(store: Store, caps: Caps) {
         match o {
             Ok(CreateOutcome::Existing(e)) => assert_eq!(e.id, winners[0]),
             Ok(CreateOutcome::Created) => {}
-            // A transaction may lose to a concurrent one on real DynamoDB; never a second task.
-            Err(PortError::Unavailable(_)) => {}
+            // Never an error: a create that met a concurrent one answers with the winner.
             Err(e) => panic!("{e}"),
         }
     }
@@ -423,6 +422,108 @@ pub(crate) async fn list_paging(store: Store, _caps: Caps) {
     assert!(page_through(Some(Status::Failed), 2).await.0.is_empty());
 }
 
+/// An idempotency key lives at least as long as its task: a repeat finds the task while it
+/// waits, after it failed, after `/retry` revived it, and after it finished; and concurrent
+/// creates with one key answer one `Created` and the same task to every other, never an
+/// error.
+pub(crate) async fn idempotency_key_lasts_as_long_as_its_task(store: Store, caps: Caps) {
+    let o = owner();
+    let repeat = |store: Store, o: Owner| async move {
+        match store
+            .create(&task(&o, t0(), Some("long-lived")))
+            .await
+            .unwrap()
+        {
+            CreateOutcome::Existing(e) => *e,
+            CreateOutcome::Created => panic!("the key was forgotten while its task exists"),
+        }
+    };
+    // Concurrent creates: one wins, the others get its task.
+    let racers: Vec<Task> = (0..3).map(|_| task(&o, t0(), Some("long-lived"))).collect();
+    let outcomes = if caps.atomic {
+        futures::future::join_all(racers.iter().map(|t| store.create(t))).await
+    } else {
+        let mut out = Vec::new();
+        for t in &racers {
+            out.push(store.create(t).await);
+        }
+        out
+    };
+    let mut winner = None;
+    for (t, outcome) in racers.iter().zip(outcomes) {
+        match outcome.expect("a concurrent create with one key never fails") {
+            CreateOutcome::Created => {
+                assert!(winner.replace(t.clone()).is_none(), "two tasks for one key");
+            }
+            CreateOutcome::Existing(_) => {}
+        }
+    }
+    let t = winner.expect("one create wins");
+    assert_eq!(repeat(store.clone(), o.clone()).await, t);
+    // Fails for good; a repeat still finds it.
+    let running = claimed(store.claim(t.id, 1, t0()).await.unwrap());
+    let (failed, _) = running
+        .record(1, &delivery(RetryHint::Permanent, t0()), t0(), 0.5)
+        .unwrap();
+    store.update(&failed).await.unwrap();
+    assert_eq!(repeat(store.clone(), o.clone()).await, failed);
+    // Revived long after, by `/retry`, and then waiting out a long backoff.
+    let later = t0() + TimeDelta::days(60);
+    let revived = failed.retry_failed(later).unwrap();
+    store.update(&revived).await.unwrap();
+    assert_eq!(repeat(store.clone(), o.clone()).await, revived);
+    let running = claimed(store.claim(t.id, 2, later).await.unwrap());
+    let (waiting, _) = running
+        .record(
+            2,
+            &delivery(RetryHint::Retryable { after: None }, later),
+            later,
+            0.99,
+        )
+        .unwrap();
+    store.update(&waiting).await.unwrap();
+    assert_eq!(repeat(store.clone(), o.clone()).await, waiting);
+    // Finished: still found while the task exists.
+    let at = waiting.next_attempt_at.unwrap();
+    let running = claimed(store.claim(t.id, 3, at).await.unwrap());
+    let (done, _) = running
+        .record(3, &delivery(RetryHint::Success, at), at, 0.5)
+        .unwrap();
+    store.update(&done).await.unwrap();
+    assert_eq!(repeat(store.clone(), o.clone()).await, done);
+}
+
+/// A write is applied once: the same write sent again (what a caller's retry after an
+/// unknown outcome is, at the port) is a conflict and changes nothing, and a claim sent
+/// again is refused and does not extend the lease. A store recognises its own write only
+/// within one call (the retries of a lost response), never across calls.
+pub(crate) async fn a_write_is_applied_once(store: Store, _caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    let running = claimed(store.claim(t.id, 1, t0()).await.unwrap());
+    let again = rejected(store.claim(t.id, 1, t0()).await.unwrap());
+    assert_eq!(again.as_ref(), Some(&running));
+    let (done, _) = running
+        .record(1, &delivery(RetryHint::Success, t0()), t0(), 0.5)
+        .unwrap();
+    store.update(&done).await.unwrap();
+    assert!(matches!(
+        store.update(&done).await,
+        Err(PortError::Conflict)
+    ));
+    assert_eq!(store.get(t.id).await.unwrap().unwrap(), done);
+    let c = task(&o, t0(), None);
+    created(&store, &c).await;
+    let cancelled = c.cancel(t0()).unwrap();
+    store.update(&cancelled).await.unwrap();
+    assert!(matches!(
+        store.update(&cancelled).await,
+        Err(PortError::Conflict)
+    ));
+    assert_eq!(store.get(c.id).await.unwrap().unwrap(), cancelled);
+}
+
 /// Generates one `#[tokio::test]` per contract case for a store built by `$make` (an async
 /// expression yielding a [`Store`]) with capabilities `$caps`; attributes after them (such as
 /// `#[ignore = "..."]` for a store that needs an emulator) go on every case.
@@ -430,7 +531,8 @@ macro_rules! store_contract_tests {
     ($make:expr, $caps:expr $(, #[$attr:meta])* $(,)?) => {
         $crate::store::contract::store_contract_tests!(@case [$(#[$attr])*] $make, $caps;
             create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
-            claimable_at_the_exact_due_time, cancel_races, list_paging);
+            claimable_at_the_exact_due_time, cancel_races, list_paging,
+            idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once);
     };
     (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
         $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*

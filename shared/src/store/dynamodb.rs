@@ -30,7 +30,21 @@
 //!
 //! An idempotency key is a second item, `pk = idem#<owner>#<key>`, written in the same
 //! transaction as the task with `attribute_not_exists(pk)`: two racing creates cannot both
-//! win, and no read comes before the write.
+//! win, and no read comes before the write. A create whose transaction met a concurrent one
+//! on the key (`TransactionConflict`) tries again, and then finds the winner's key: the
+//! loser answers with the winner's task, never an error. The key item lives at least as
+//! long as its task: it has no TTL while the task may still run, and gets one
+//! [`KEY_OUTLIVES_TASK`] after the task's when the task finishes (removed again when `/retry`
+//! revives it), in the same transaction. A key whose task is gone is removed by the next
+//! create that meets it.
+//!
+//! # Lost responses
+//! A conditional write whose response is lost after DynamoDB applied it is retried by the
+//! SDK, and the retry fails its own condition. Every conditional write therefore stamps the
+//! item with a fresh ULID (`write_token`; the SDK's retries of one call resend it) and asks
+//! for the item back when the condition fails: when the item carries our token the write is
+//! ours, and the store answers as if the first response had arrived. Two writers never share
+//! a token, so two claimers at the same instant are still told apart.
 
 use std::collections::HashMap;
 
@@ -55,6 +69,42 @@ use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, Task
 type Item = HashMap<String, AttributeValue>;
 
 pub(crate) const INDEX_BY_OWNER: &str = "by_owner";
+
+/// The attribute holding the token of the write that last changed an item.
+const WRITE_TOKEN: &str = "write_token";
+
+/// How much later than its finished task an idempotency key item expires: TTL deletes an
+/// item some time (typically within days) after it expires, in no particular order, and the
+/// key must not go first.
+const KEY_OUTLIVES_TASK: TimeDelta = TimeDelta::days(7);
+
+/// A token for one conditional write (and the SDK's retries of it).
+fn write_token() -> String {
+    ulid::Ulid::new().to_string()
+}
+
+/// Whether `item` was last written by the write carrying `token`.
+fn written_by(item: &Item, token: &str) -> bool {
+    item.get(WRITE_TOKEN)
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|t| t == token)
+}
+
+/// What a create with an idempotency key met.
+enum KeyWrite {
+    Written,
+    /// The key item exists, naming this task.
+    Taken(TaskId),
+    /// A concurrent transaction on the same items: nothing was written; try again.
+    Contended,
+}
+
+/// A task was revived by `/retry` and has not run since: its key loses its TTL again.
+fn revived(task: &Task) -> bool {
+    task.status == Status::Scheduled
+        && !task.attempts.is_empty()
+        && task.budget_start as usize == task.attempts.len()
+}
 pub(crate) const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
 
 /// The task as DynamoDB holds it. Field names are the table's attribute names.
@@ -213,6 +263,12 @@ impl Record {
     }
 }
 
+/// A short random pause before a transaction that met a concurrent one tries again.
+async fn contention_pause() {
+    let ms = 5 + rand::random::<u64>() % 45;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
 fn to_item<T: Serialize>(value: &T) -> Result<Item, PortError> {
     serde_dynamo::to_item(value).map_err(|e| unavailable("encode", e))
 }
@@ -267,6 +323,115 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The item of `task`, stamped with the write's token.
+    fn item_written_by(&self, task: &Task, token: &str) -> Result<Item, PortError> {
+        let mut item = to_item(&Record::of(task, self.retention))?;
+        item.insert(WRITE_TOKEN.to_owned(), s(token));
+        Ok(item)
+    }
+
+    /// The item as a failed condition found it: returned with the failure, else read
+    /// consistently (emulators may not return it; a missing item returns nothing).
+    async fn item_at_failure(
+        &self,
+        returned: Option<&Item>,
+        pk: String,
+    ) -> Result<Option<Item>, PortError> {
+        match returned {
+            Some(item) if !item.is_empty() => Ok(Some(item.clone())),
+            _ => self.get_item(pk).await,
+        }
+    }
+
+    /// A conditional write's condition failed: the write is ours (its response was lost
+    /// and the SDK retried it) when the item carries its token.
+    async fn ours(
+        &self,
+        returned: Option<&Item>,
+        pk: String,
+        token: &str,
+    ) -> Result<bool, PortError> {
+        Ok(self
+            .item_at_failure(returned, pk)
+            .await?
+            .is_some_and(|item| written_by(&item, token)))
+    }
+
+    /// The task's write together with its key item's TTL (the task's own plus
+    /// [`KEY_OUTLIVES_TASK`] when it finished, none when it was revived). `Ok(None)` when the
+    /// key item no longer names this task (it is left alone, and the task is written alone).
+    async fn update_with_key(
+        &self,
+        task: &Task,
+        key: &IdempotencyKey,
+        token: &str,
+    ) -> Result<Option<()>, PortError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.item_written_by(task, token)?))
+            .condition_expression("#version = :previous")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":previous", n(task.version.saturating_sub(1)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .expect("put");
+        let key_update = aws_sdk_dynamodb::types::Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(self.key(idem_pk(&task.owner, key))))
+            .condition_expression("task_id = :id")
+            .expression_attribute_values(":id", s(task.id.to_string()));
+        let key_update = match Record::of(task, self.retention).expires_at {
+            Some(at) => key_update
+                .update_expression("SET expires_at = :at")
+                .expression_attribute_values(":at", n(at + KEY_OUTLIVES_TASK.num_seconds())),
+            None => key_update.update_expression("REMOVE expires_at"),
+        }
+        .build()
+        .expect("update");
+        for _ in 0..5 {
+            let result = self
+                .client
+                .transact_write_items()
+                .transact_items(TransactWriteItem::builder().put(put.clone()).build())
+                .transact_items(
+                    TransactWriteItem::builder()
+                        .update(key_update.clone())
+                        .build(),
+                )
+                .send()
+                .await;
+            let err = match result {
+                Ok(_) => return Ok(Some(())),
+                Err(e) => e,
+            };
+            let reasons = match err.as_service_error() {
+                Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
+                    c.cancellation_reasons().to_vec()
+                }
+                _ => return Err(sdk_error("TransactWriteItems", err)),
+            };
+            let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or_default();
+            if code(0) == "ConditionalCheckFailed" {
+                let returned = reasons[0].item.as_ref();
+                return if self.ours(returned, task.id.to_string(), token).await? {
+                    Ok(Some(()))
+                } else {
+                    Err(PortError::Conflict)
+                };
+            }
+            if code(1) == "ConditionalCheckFailed" {
+                return Ok(None);
+            }
+            if code(0) != "TransactionConflict" && code(1) != "TransactionConflict" {
+                return Err(sdk_error("TransactWriteItems", err));
+            }
+            contention_pause().await;
+        }
+        Err(PortError::Unavailable(
+            "dynamodb: the task's idempotency key is changing concurrently".into(),
+        ))
+    }
+
     fn put_new(&self, item: Item) -> Put {
         Put::builder()
             .table_name(&self.table)
@@ -276,21 +441,20 @@ impl DynamoStore {
             .expect("put")
     }
 
-    /// Task and key item in one transaction; `Ok(None)` when the key item already exists
+    /// Task and key item in one transaction; `Taken` when the key item already exists
     /// (its task id is returned by DynamoDB with the cancellation reason, or read back).
     async fn create_with_key(
         &self,
         task: &Task,
         key: &IdempotencyKey,
-    ) -> Result<Option<TaskId>, PortError> {
+        token: &str,
+    ) -> Result<KeyWrite, PortError> {
         let pk = idem_pk(&task.owner, key);
-        // The key is remembered as long as a finished task is (counted from run_at): a
-        // repeat after that is a new request.
-        let expires_at = (task.run_at.max(task.created_at) + self.retention).timestamp();
+        // No TTL while the task may run: it gets one when the task finishes (`update`).
         let idem = IdemRecord {
             pk: pk.clone(),
             task_id: task.id,
-            expires_at: Some(expires_at),
+            expires_at: None,
         };
         let mut idem_put = self.put_new(to_item(&idem)?);
         idem_put.return_values_on_condition_check_failure =
@@ -300,14 +464,14 @@ impl DynamoStore {
             .transact_write_items()
             .transact_items(
                 TransactWriteItem::builder()
-                    .put(self.put_new(to_item(&Record::of(task, self.retention))?))
+                    .put(self.put_new(self.item_written_by(task, token)?))
                     .build(),
             )
             .transact_items(TransactWriteItem::builder().put(idem_put).build())
             .send()
             .await;
         let err = match result {
-            Ok(_) => return Ok(None),
+            Ok(_) => return Ok(KeyWrite::Written),
             Err(e) => e,
         };
         let reasons = match err.as_service_error() {
@@ -316,50 +480,64 @@ impl DynamoStore {
             ) => c.cancellation_reasons().to_vec(),
             _ => return Err(sdk_error("TransactWriteItems", err)),
         };
-        let key_taken = reasons
-            .get(1)
-            .is_some_and(|r| r.code() == Some("ConditionalCheckFailed"));
-        if !key_taken {
+        let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or_default();
+        if code(1) != "ConditionalCheckFailed" {
+            if code(0) == "TransactionConflict" || code(1) == "TransactionConflict" {
+                return Ok(KeyWrite::Contended);
+            }
             return Err(sdk_error("TransactWriteItems", err));
         }
-        let item = match reasons[1].item() {
-            Some(item) if !item.is_empty() => Some(item.clone()),
-            // Emulators may not return the old item; read it (consistently) instead.
-            _ => self.get_item(pk).await?,
-        };
-        let Some(item) = item else {
-            return Err(PortError::Unavailable(
-                "dynamodb: idempotency key changed concurrently".into(),
-            ));
+        // Emulators may not return the old item; then it is read (consistently).
+        let Some(item) = self.item_at_failure(reasons[1].item.as_ref(), pk).await? else {
+            // Removed meanwhile (an orphaned key cleared by a concurrent create).
+            return Ok(KeyWrite::Contended);
         };
         let idem: IdemRecord =
             serde_dynamo::from_item(item).map_err(|e| unavailable("decode", e))?;
-        Ok(Some(idem.task_id))
+        Ok(KeyWrite::Taken(idem.task_id))
     }
 }
 
 #[async_trait]
 impl TaskStore for DynamoStore {
     async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
+        let token = write_token();
         let Some(key) = &task.idempotency_key else {
             let result = self
                 .client
                 .put_item()
                 .table_name(&self.table)
-                .set_item(Some(to_item(&Record::of(task, self.retention))?))
+                .set_item(Some(self.item_written_by(task, &token)?))
                 .condition_expression("attribute_not_exists(pk)")
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .send()
                 .await;
             return match result {
                 Ok(_) => Ok(CreateOutcome::Created),
-                Err(e) => Err(sdk_error("PutItem", e)),
+                Err(e) => match e.as_service_error() {
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c))
+                        if self.ours(c.item(), task.id.to_string(), &token).await? =>
+                    {
+                        Ok(CreateOutcome::Created)
+                    }
+                    _ => Err(sdk_error("PutItem", e)),
+                },
             };
         };
-        // Twice at most: the second round runs only after an orphaned key item (its task
-        // expired by TTL before the key did) was removed.
-        for _ in 0..2 {
-            let Some(existing) = self.create_with_key(task, key).await? else {
-                return Ok(CreateOutcome::Created);
+        // A few rounds: another runs only after a concurrent transaction on the key, or
+        // after an orphaned key item (its task expired by TTL before the key did) was removed.
+        for _ in 0..6 {
+            let existing = match self.create_with_key(task, key, &token).await? {
+                KeyWrite::Written => return Ok(CreateOutcome::Created),
+                // Our own write, whose response was lost: created by this call.
+                KeyWrite::Taken(id) if id == task.id => return Ok(CreateOutcome::Created),
+                KeyWrite::Taken(id) => id,
+                KeyWrite::Contended => {
+                    contention_pause().await;
+                    continue;
+                }
             };
             if let Some(found) = self.get(existing).await? {
                 return Ok(CreateOutcome::Existing(Box::new(found)));
@@ -454,6 +632,7 @@ impl TaskStore for DynamoStore {
         let now_ms = now.timestamp_millis();
         let now_attr =
             serde_dynamo::to_attribute_value(now).map_err(|e| unavailable("encode", e))?;
+        let token = write_token();
         let result = self
             .client
             .update_item()
@@ -466,8 +645,10 @@ impl TaskStore for DynamoStore {
             .update_expression(
                 "SET #status = :running, #owner_status = #owner_running, \
                  #version = #version + :one, #updated_at = :now, \
-                 #lease_until = #lease_ms + :now_ms",
+                 #lease_until = #lease_ms + :now_ms, #token = :token",
             )
+            .expression_attribute_names("#token", WRITE_TOKEN)
+            .expression_attribute_values(":token", s(&token))
             .expression_attribute_names("#attempt", "attempt")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#next", "next_attempt_ms")
@@ -496,14 +677,17 @@ impl TaskStore for DynamoStore {
             }
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    let current = match c.item() {
-                        Some(item) if !item.is_empty() => Some(item.clone()),
-                        // A missing task returns no item; so may an emulator. Read to be sure.
-                        _ => self.get_item(id.to_string()).await?,
-                    };
-                    Ok(ClaimOutcome::Rejected(
-                        current.map(task_from_item).transpose()?,
-                    ))
+                    // A missing task returns no item; so may an emulator. Read to be sure.
+                    let current = self.item_at_failure(c.item(), id.to_string()).await?;
+                    match current {
+                        // Our claim, applied before its response was lost.
+                        Some(item) if written_by(&item, &token) => {
+                            Ok(ClaimOutcome::Claimed(task_from_item(item)?))
+                        }
+                        current => Ok(ClaimOutcome::Rejected(
+                            current.map(task_from_item).transpose()?,
+                        )),
+                    }
                 }
                 _ => Err(sdk_error("UpdateItem", e)),
             },
@@ -511,21 +695,33 @@ impl TaskStore for DynamoStore {
     }
 
     async fn update(&self, task: &Task) -> Result<(), PortError> {
+        let token = write_token();
+        if let Some(key) = &task.idempotency_key
+            && (task.status.is_finished() || revived(task))
+            && self.update_with_key(task, key, &token).await?.is_some()
+        {
+            return Ok(());
+        }
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(to_item(&Record::of(task, self.retention))?))
+            .set_item(Some(self.item_written_by(task, &token)?))
             .condition_expression("#version = :previous")
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":previous", n(task.version.saturating_sub(1)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
             Err(e) => match e.as_service_error() {
-                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
-                    Err(PortError::Conflict)
+                Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(c)) => {
+                    if self.ours(c.item(), task.id.to_string(), &token).await? {
+                        Ok(())
+                    } else {
+                        Err(PortError::Conflict)
+                    }
                 }
                 _ => Err(sdk_error("PutItem", e)),
             },
@@ -704,3 +900,11 @@ mod on_moto {
         }
     }
 }
+
+/// Lost responses and transaction conflicts, injected by a proxy in front of moto server.
+#[cfg(test)]
+mod faults;
+
+/// The idempotency key item's lifetime.
+#[cfg(test)]
+mod keys;

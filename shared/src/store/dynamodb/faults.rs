@@ -1,0 +1,390 @@
+//! Faults a network puts between the store and DynamoDB, injected by a loopback proxy in
+//! front of moto server: a response lost after the request was applied (the SDK retries
+//! and meets its own write), and an answer DynamoDB gives that moto never does
+//! (`TransactionConflict`, two transactions on one item at once).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::domain::RetryHint;
+use crate::store::contract::{delivery, owner, t0, task};
+
+#[derive(Debug, Clone)]
+enum Fault {
+    /// Forward the request, wait for moto's answer (the write is applied), then close the
+    /// connection without answering.
+    LoseResponse,
+    /// Answer this JSON error (HTTP 400) instead of forwarding.
+    Answer(&'static str),
+}
+
+#[derive(Default)]
+struct Rules {
+    /// (operation, fault, how many more times).
+    pending: Vec<(String, Fault, usize)>,
+    injected: usize,
+}
+
+/// The proxy: HTTP/1.1, one request per connection, on 127.0.0.1.
+struct Proxy {
+    endpoint: String,
+    rules: Arc<Mutex<Rules>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let upstream = testkit::emulator_endpoint()
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let rules = Arc::new(Mutex::new(Rules::default()));
+        let shared = rules.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                tokio::spawn(serve(client, upstream.clone(), shared.clone()));
+            }
+        });
+        Self { endpoint, rules }
+    }
+
+    /// The next `times` calls of `op` (e.g. `UpdateItem`) meet `fault`.
+    fn inject(&self, op: &str, fault: Fault, times: usize) {
+        let mut rules = self.rules.lock().unwrap();
+        rules
+            .pending
+            .push((format!("DynamoDB_20120810.{op}"), fault, times));
+    }
+
+    fn injected(&self) -> usize {
+        self.rules.lock().unwrap().injected
+    }
+
+    /// A store on `table` whose calls go through the proxy (the SDK's default retries).
+    async fn store(&self, table: &str) -> DynamoStore {
+        let config = aws_sdk_dynamodb::config::Builder::from(&testkit::sdk_config().await)
+            .endpoint_url(&self.endpoint)
+            .build();
+        DynamoStore::new(Client::from_conf(config), table, 30)
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Rules>>) {
+    // The request: head, then a Content-Length body (the SDK sends one).
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match client.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let target = header("x-amz-target").unwrap_or_default();
+    let fault = {
+        let mut rules = rules.lock().unwrap();
+        let hit = rules
+            .pending
+            .iter_mut()
+            .find(|(op, _, left)| *op == target && *left > 0)
+            .map(|(_, fault, left)| {
+                *left -= 1;
+                fault.clone()
+            });
+        if hit.is_some() {
+            rules.injected += 1;
+        }
+        hit
+    };
+    if let Some(Fault::Answer(body)) = fault {
+        let response = format!(
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = client.write_all(response.as_bytes()).await;
+        return;
+    }
+    // Forward with `connection: close`, so moto's answer ends with its connection.
+    let mut forwarded: String = head
+        .lines()
+        .filter(|l| !l.is_empty() && !l.to_ascii_lowercase().starts_with("connection:"))
+        .map(|l| format!("{l}\r\n"))
+        .collect();
+    forwarded.push_str("connection: close\r\n\r\n");
+    let Ok(mut up) = TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let mut request = forwarded.into_bytes();
+    request.extend_from_slice(&buf[head_end..head_end + length]);
+    if up.write_all(&request).await.is_err() {
+        return;
+    }
+    let mut response = Vec::new();
+    if up.read_to_end(&mut response).await.is_err() {
+        return;
+    }
+    if matches!(fault, Some(Fault::LoseResponse)) {
+        // Applied, and never answered.
+        return;
+    }
+    // Tell the client the connection ends here too.
+    let Some(line_end) = find(&response, b"\r\n") else {
+        return;
+    };
+    let mut out = response[..line_end + 2].to_vec();
+    out.extend_from_slice(b"connection: close\r\n");
+    out.extend_from_slice(&response[line_end + 2..]);
+    let _ = client.write_all(&out).await;
+}
+
+/// A fresh table, a store on it through a new proxy, and one straight to moto.
+async fn rig() -> (Proxy, DynamoStore, DynamoStore, Client, String) {
+    let (direct, client, table) = super::dynamo_store().await;
+    let proxy = Proxy::start().await;
+    let lossy = proxy.store(&table).await;
+    (proxy, lossy, direct, client, table)
+}
+
+fn claimed(outcome: ClaimOutcome) -> Task {
+    match outcome {
+        ClaimOutcome::Claimed(t) => t,
+        ClaimOutcome::Rejected(t) => panic!("expected a claim, rejected with {t:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn a_claim_whose_response_was_lost_is_still_ours_and_a_rival_still_loses() {
+    let (proxy, lossy, direct, ..) = rig().await;
+    let t = task(&owner(), t0(), None);
+    direct.create(&t).await.unwrap();
+    proxy.inject("UpdateItem", Fault::LoseResponse, 1);
+    let running = claimed(lossy.claim(t.id, 1, t0()).await.unwrap());
+    assert_eq!(proxy.injected(), 1, "the fault was met");
+    assert_eq!((running.status, running.version), (Status::Running, 2));
+    assert_eq!(
+        direct.get(t.id).await.unwrap().unwrap(),
+        running,
+        "claimed once"
+    );
+    // A second claimer at the same instant (same lease time) is another writer: it loses,
+    // whether or not its own response is lost.
+    for lose in [false, true] {
+        if lose {
+            proxy.inject("UpdateItem", Fault::LoseResponse, 1);
+        }
+        match lossy.claim(t.id, 1, t0()).await.unwrap() {
+            ClaimOutcome::Rejected(Some(seen)) => assert_eq!(seen, running),
+            other => panic!("a rival claimer won: {other:?}"),
+        }
+    }
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), running);
+}
+
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn updates_whose_response_was_lost_succeed_once_and_rivals_still_conflict() {
+    let (proxy, lossy, direct, ..) = rig().await;
+    let o = owner();
+    // Recording an attempt (fire).
+    let t = task(&o, t0(), None);
+    direct.create(&t).await.unwrap();
+    let running = claimed(direct.claim(t.id, 1, t0()).await.unwrap());
+    let (failed, _) = running
+        .record(1, &delivery(RetryHint::Permanent, t0()), t0(), 0.5)
+        .unwrap();
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    lossy.update(&failed).await.expect("the record is ours");
+    assert_eq!(proxy.injected(), 1);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), failed);
+    // `/retry`.
+    let revived = failed.retry_failed(t0() + TimeDelta::hours(1)).unwrap();
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    lossy.update(&revived).await.expect("the retry is ours");
+    assert_eq!(proxy.injected(), 2);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), revived);
+    // Cancel.
+    let c = task(&o, t0(), None);
+    direct.create(&c).await.unwrap();
+    let cancelled = c.cancel(t0()).unwrap();
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    lossy.update(&cancelled).await.expect("the cancel is ours");
+    assert_eq!(proxy.injected(), 3);
+    assert_eq!(direct.get(c.id).await.unwrap().unwrap(), cancelled);
+    // A genuine rival from the same version still conflicts, lost response or not: a
+    // second cancel, and a stale record.
+    for lose in [false, true] {
+        if lose {
+            proxy.inject("PutItem", Fault::LoseResponse, 1);
+        }
+        let again = c.cancel(t0() + TimeDelta::seconds(1)).unwrap();
+        assert!(matches!(
+            lossy.update(&again).await,
+            Err(PortError::Conflict)
+        ));
+        assert!(matches!(
+            lossy.update(&failed).await,
+            Err(PortError::Conflict)
+        ));
+    }
+    assert_eq!(direct.get(c.id).await.unwrap().unwrap(), cancelled);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), revived);
+}
+
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn creates_whose_response_was_lost_are_created_once() {
+    let (proxy, lossy, direct, ..) = rig().await;
+    let o = owner();
+    let t = task(&o, t0(), None);
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    assert!(matches!(
+        lossy.create(&t).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), t);
+    // With a key: created (201), not an idempotent repeat of itself (200).
+    let k = task(&o, t0(), Some("lost-1"));
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    assert!(matches!(
+        lossy.create(&k).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    assert_eq!(proxy.injected(), 2);
+    assert_eq!(direct.get(k.id).await.unwrap().unwrap(), k);
+    // A real repeat is still one.
+    let repeat = task(&o, t0(), Some("lost-1"));
+    match lossy.create(&repeat).await.unwrap() {
+        CreateOutcome::Existing(e) => assert_eq!(*e, k),
+        CreateOutcome::Created => panic!("a repeated key created a task"),
+    }
+}
+
+/// What DynamoDB answers a transaction that met another one on the same item.
+const TRANSACTION_CONFLICT: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]","CancellationReasons":[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}"#;
+
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn concurrent_creates_with_one_key_never_fail() {
+    let (proxy, lossy, direct, ..) = rig().await;
+    let o = owner();
+    // The rival's transaction wins while ours conflicts with it: ours is a repeat of it.
+    let winner = task(&o, t0(), Some("together"));
+    let loser = task(&o, t0(), Some("together"));
+    proxy.inject("TransactWriteItems", Fault::Answer(TRANSACTION_CONFLICT), 1);
+    assert!(matches!(
+        direct.create(&winner).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    match lossy.create(&loser).await {
+        Ok(CreateOutcome::Existing(e)) => assert_eq!(*e, winner),
+        other => panic!("expected the winner's task, got {other:?}"),
+    }
+    assert_eq!(proxy.injected(), 1);
+    assert!(direct.get(loser.id).await.unwrap().is_none());
+    // Both conflicted and neither was written: ours tries again and creates.
+    let alone = task(&o, t0(), Some("alone"));
+    proxy.inject("TransactWriteItems", Fault::Answer(TRANSACTION_CONFLICT), 2);
+    assert!(matches!(
+        lossy.create(&alone).await.unwrap(),
+        CreateOutcome::Created
+    ));
+    assert_eq!(proxy.injected(), 3);
+    assert_eq!(direct.get(alone.id).await.unwrap().unwrap(), alone);
+}
+
+/// The use cases, unchanged, over a store whose responses get lost: fire (claim, record,
+/// dead letter), `/retry` and cancel each go on, once.
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn fire_retry_and_cancel_go_on_after_lost_responses() {
+    use crate::app::{Fired, Ports, Scheduler};
+    use crate::domain::{Next, WakeUp};
+    use crate::fakes::{RecordingDeadLetters, RecordingWaker, ScriptedWebhook};
+    use std::sync::Arc;
+
+    let (proxy, lossy, direct, ..) = rig().await;
+    let webhook = Arc::new(ScriptedWebhook::answering(&[RetryHint::Permanent]));
+    let dead_letters = Arc::new(RecordingDeadLetters::default());
+    let s = Scheduler::new(Ports {
+        store: Arc::new(lossy),
+        waker: Arc::new(RecordingWaker::default()),
+        webhook: webhook.clone(),
+        clock: Arc::new(crate::ports::SystemClock),
+        dead_letters: dead_letters.clone(),
+        metrics: Arc::new(crate::ports::NoMetrics),
+        targets: Arc::new(crate::ports::AllowAllTargets),
+    });
+    let o = owner();
+    let due = crate::domain::to_millis(Utc::now()) - TimeDelta::seconds(1);
+    // A keyed task: its finishing and reviving writes are transactions (the key's TTL).
+    let t = task(&o, due, Some("fire"));
+    direct.create(&t).await.unwrap();
+    proxy.inject("UpdateItem", Fault::LoseResponse, 1);
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let fired = s
+        .fire(WakeUp {
+            task_id: t.id,
+            attempt: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(fired, Fired::Delivered(Next::Failed));
+    assert_eq!(
+        proxy.injected(),
+        2,
+        "the claim's and the record's responses were lost"
+    );
+    assert_eq!(webhook.call_count(), 1);
+    assert_eq!(
+        dead_letters.0.lock().unwrap().len(),
+        1,
+        "the dead letter is sent"
+    );
+    let failed = direct.get(t.id).await.unwrap().unwrap();
+    assert_eq!((failed.status, failed.attempts.len()), (Status::Failed, 1));
+    // `/retry`, its response lost: 200, not 409.
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let revived = s.retry(&o, t.id).await.expect("the retry is ours");
+    assert_eq!(revived.status, Status::Scheduled);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), revived);
+    // Cancel, its response lost: 200, not 409.
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let cancelled = s.cancel(&o, t.id).await.expect("the cancel is ours");
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), cancelled);
+    let u = task(&o, due, None);
+    direct.create(&u).await.unwrap();
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    let cancelled = s.cancel(&o, u.id).await.expect("the cancel is ours");
+    assert_eq!(direct.get(u.id).await.unwrap().unwrap(), cancelled);
+    assert_eq!(proxy.injected(), 5);
+}
