@@ -18,7 +18,10 @@ impl TaskId {
     }
 
     /// The id's low 4 bits (random in a ULID, so uniform): a stable shard number, 0 to 15.
-    #[cfg_attr(not(feature = "aws"), allow(dead_code, reason = "the DynamoDB store's"))]
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the DynamoDB store's")
+    )]
     pub(crate) fn shard16(self) -> u8 {
         (u128::from(self.0) & 0xF) as u8
     }

@@ -800,6 +800,44 @@ mod on_moto {
         );
     }
 
+    /// The pending index's keys, as the CDK app's GSI `pending` expects them: present while
+    /// the task needs moving, removed when it is finished.
+    #[tokio::test]
+    #[ignore = "needs moto: make test-aws"]
+    async fn pending_keys_follow_the_task() {
+        let (store, client, table) = super::dynamo_store().await;
+        let keys = |item: &Item| {
+            (
+                item.get("pending_shard").map(|v| v.as_s().unwrap().clone()),
+                item.get("pending_at").map(|v| v.as_s().unwrap().clone()),
+            )
+        };
+        let t = task(&owner(), t0(), None);
+        store.create(&t).await.unwrap();
+        let shard = format!("{:02}", t.id.shard16());
+        assert!(("00".."16").contains(&shard.as_str()), "{shard}");
+        assert_eq!(
+            keys(&raw(&client, &table, t.id).await),
+            (
+                Some(shard.clone()),
+                Some(format!("001800000000000#{}", t.id))
+            )
+        );
+        let ClaimOutcome::Claimed(running) = store.claim(t.id, 1, t0()).await.unwrap() else {
+            panic!("claimed")
+        };
+        assert_eq!(
+            keys(&raw(&client, &table, t.id).await),
+            (Some(shard), Some(format!("001800000060000#{}", t.id))),
+            "claim time + the longest lease"
+        );
+        let (done, _) = running
+            .record(1, &delivery(RetryHint::Success, t0()), t0(), 0.5)
+            .unwrap();
+        store.update(&done).await.unwrap();
+        assert_eq!(keys(&raw(&client, &table, t.id).await), (None, None));
+    }
+
     #[tokio::test]
     #[ignore = "needs moto: make test-aws"]
     async fn a_failed_claim_returns_the_current_item_without_a_read() {
