@@ -12,8 +12,9 @@
 //!   (`TASK_RETENTION_DAYS` after its last change) and removed again when `/retry` revives it.
 //!
 //! # Why the GSIs do not hot-spot
-//! Nothing ever queries "all tasks due now": wake-ups are carried by Scheduler and SQS, so no
-//! index is keyed by time alone (the classic hot partition of a scheduler table). The GSIs
+//! Wake-ups are carried by Scheduler and SQS, so nothing reads "all tasks due now" but the
+//! sweeper, and its index is sharded (below): no index is keyed by time alone (the classic
+//! hot partition of a scheduler table). The GSIs
 //! are keyed by the *owner*, so load spreads over callers. Within one owner, items spread
 //! over `run_at_id` (the caller's schedule plus a random ULID), which is what lets DynamoDB
 //! split a busy owner's item collection by sort-key range (split for heat) instead of
