@@ -476,3 +476,62 @@ async fn a_task_written_within_the_grace_is_left_to_its_writer() {
         1
     );
 }
+
+/// §2 a and b over HTTP: the answers are 201 and 200, never the 500 that says "nothing was
+/// changed".
+#[tokio::test]
+async fn over_http_a_write_whose_arming_failed_is_answered_as_done() {
+    use tower::ServiceExt;
+    let rig = rig(ScriptedWebhook::answering(&[RetryHint::Permanent]));
+    let app = crate::api::router(rig.scheduler.clone(), crate::api::Auth::Open);
+    rig.waker.down.store(true, Ordering::SeqCst);
+    let send = |method: &str, uri: String, body: String| {
+        let app = app.clone();
+        let request = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        async move {
+            let resp = app.oneshot(request).await.unwrap();
+            let status = resp.status().as_u16();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (
+                status,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }
+    };
+    let body = serde_json::json!({"action": "webhook",
+        "payload": {"url": "https://example.com/h"}, "delay_seconds": 0});
+    let (status, task) = send("POST", "/tasks".into(), body.to_string()).await;
+    assert_eq!(status, 201, "{task}");
+    let id = TaskId::parse(task["task_id"].as_str().unwrap()).unwrap();
+    assert!(rig.store.get(id).await.unwrap().is_some());
+    // Delivered by the sweeper's wake-up, it fails for good; /retry's arming fails too.
+    rig.waker.down.store(false, Ordering::SeqCst);
+    rig.clock.advance(SWEEP_GRACE + TimeDelta::seconds(1));
+    let swept = rig
+        .scheduler
+        .recover(&rig.store, rig.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(swept.rearmed, 1);
+    let (wake, _) = armed(&rig)[0];
+    assert_eq!(
+        rig.scheduler.fire(wake).await.unwrap(),
+        Fired::Delivered(Next::Failed)
+    );
+    rig.waker.down.store(true, Ordering::SeqCst);
+    let (status, task) = send("POST", format!("/tasks/{id}/retry"), String::new()).await;
+    assert_eq!(
+        (status, task["status"].as_str()),
+        (200, Some("scheduled")),
+        "{task}"
+    );
+    assert_eq!(rig.metrics.deferred.load(Ordering::SeqCst), 2);
+}
