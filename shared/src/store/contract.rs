@@ -427,6 +427,32 @@ pub(crate) async fn list_paging(store: Store, _caps: Caps) {
     assert!(page_through(Some(Status::Failed), 2).await.0.is_empty());
 }
 
+/// §2 f: a due time made from a clock with sub-millisecond digits (`delay_seconds`) is
+/// claimable exactly when the task's own rule says so: the store does not round it up past
+/// an instant the domain calls due (DynamoDB refused such a claim, and the wake-up was
+/// dropped).
+pub(crate) async fn sub_millisecond_due_times_are_claimable_when_the_task_says(
+    store: Store,
+    _caps: Caps,
+) {
+    let o = owner();
+    let due = t0() + TimeDelta::nanoseconds(456_789);
+    let t = task(&o, due, None);
+    created(&store, &t).await;
+    let at = t.next_attempt_at.unwrap();
+    assert!(at <= due && t.claim(1, at).is_ok());
+    assert!(
+        rejected(
+            store
+                .claim(t.id, 1, at - TimeDelta::milliseconds(1))
+                .await
+                .unwrap()
+        )
+        .is_some()
+    );
+    claimed(store.claim(t.id, 1, at).await.unwrap());
+}
+
 /// The sweeper's query: exactly the tasks that should be moving by the cutoff (a scheduled
 /// task's due time, a running one's lease end, a failed one's failure while its dead letter
 /// is unsent), from an index, bounded; never a finished task. A running task may be named
@@ -531,7 +557,8 @@ macro_rules! store_contract_tests {
         $crate::store::contract::store_contract_tests!(@case [$(#[$attr])*] $make, $caps;
             create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
             claimable_at_the_exact_due_time, cancel_races, list_paging,
-            overdue_names_what_should_be_moving);
+            overdue_names_what_should_be_moving,
+            sub_millisecond_due_times_are_claimable_when_the_task_says);
     };
     (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
         $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*
