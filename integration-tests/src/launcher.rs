@@ -33,6 +33,7 @@ pub const PRODUCT_ENV: &[&str] = &[
     "SCHEDULER_RATE_LIMIT",
     "SCHEDULER_ALLOWED_TARGETS",
     "SCHEDULER_SIGNING_SECRET",
+    "SCHEDULER_SWEEP_INTERVAL_SECONDS",
     // The AWS host, as the CDK app sets it.
     "TABLE_NAME",
     "SCHEDULE_GROUP",

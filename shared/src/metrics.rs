@@ -93,6 +93,12 @@ impl Metrics for EmfMetrics {
     fn task_cancelled(&self) {
         self.count("TasksCancelled");
     }
+    fn task_recovered(&self) {
+        self.count("TasksRecovered");
+    }
+    fn wake_up_deferred(&self) {
+        self.count("WakeUpsDeferred");
+    }
 }
 
 #[cfg(test)]
@@ -153,6 +159,8 @@ mod tests {
         m.task_failed();
         m.task_retried();
         m.task_cancelled();
+        m.task_recovered();
+        m.wake_up_deferred();
         let lines = lines.lock().unwrap();
         lines
             .iter()

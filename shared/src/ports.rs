@@ -70,13 +70,24 @@ pub(crate) trait TaskStore: Send + Sync + 'static {
     async fn update(&self, task: &Task) -> Result<(), PortError>;
 }
 
-/// Finds stored tasks whose wake-up may be lost, for the recovery use cases
-/// ([`Scheduler::recover_leases`](crate::app::Scheduler::recover_leases)). One query per way
-/// a task gets stranded: today the claims a dead process left `running`; a sweeper serving
-/// both hosts will add the tasks whose wake-up ([`Task::wake`]: `next_attempt_at` when
-/// scheduled, `lease_until` when running) is overdue, paged in wake-up order.
+/// Finds stored tasks that should be moving and may not be, for the sweeper
+/// ([`Scheduler::recover`](crate::app::Scheduler::recover)). It reads an index of pending
+/// tasks ([`Task::pending_at`]), never the whole table.
 #[async_trait]
 pub(crate) trait TaskScan: Send + Sync + 'static {
+    /// Up to `limit` tasks whose [`Task::pending_at`] is at or before `cutoff` (compared in
+    /// whole milliseconds, rounded up), earliest first as far as the index orders them. The
+    /// index may lag or run ahead: a task it names is read afresh, and callers check it again
+    /// ([`Task::stalled`]). A store may report a running task later than its lease end (no
+    /// later than [`Task::MAX_LEASE`] after its claim), never earlier.
+    async fn overdue(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Task>, PortError>;
+}
+
+/// The claims a dead process left `running`, for start-up lease recovery
+/// ([`Scheduler::recover_leases`](crate::app::Scheduler::recover_leases)); only a host whose
+/// process holds every claim (the local one) can know that none of them is live.
+#[async_trait]
+pub(crate) trait LeaseScan: TaskScan {
     /// Every task `running` under a lease, expired or not.
     async fn running(&self) -> Result<Vec<Task>, PortError>;
 }
@@ -114,6 +125,10 @@ pub(crate) trait Metrics: Send + Sync + 'static {
     fn task_failed(&self) {}
     fn task_retried(&self) {}
     fn task_cancelled(&self) {}
+    /// The sweeper re-armed a task whose wake-up was lost (or sent a dead letter that was).
+    fn task_recovered(&self) {}
+    /// A task was written but its wake-up could not be armed; the sweeper will arm it.
+    fn wake_up_deferred(&self) {}
 }
 
 /// Checks a webhook target before it is accepted and again before each call

@@ -67,6 +67,9 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// `(index name, partition key)`; every index is sorted by `run_at_id` and projects all.
 pub const INDEXES: [(&str, &str); 2] = [("by_owner", "owner"), ("by_owner_status", "owner_status")];
 pub const INDEX_SORT_KEY: &str = "run_at_id";
+/// The sweeper's sparse index of pending tasks: `(name, partition key, sort key)`,
+/// projection KEYS_ONLY.
+pub const PENDING_INDEX: (&str, &str, &str) = ("pending", "pending_shard", "pending_at");
 
 /// Creates `table` exactly as the CDK app does (the deployed table belongs to the stack).
 /// Real DynamoDB would need a wait for ACTIVE after this; moto's tables are active at once.
@@ -106,6 +109,22 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> any
                     .build()?,
             );
     }
+    let (name, pk, sk) = PENDING_INDEX;
+    create = create
+        .attribute_definitions(attr(pk)?)
+        .attribute_definitions(attr(sk)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(pk, KeyType::Hash)?)
+                .key_schema(key(sk, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::KeysOnly)
+                        .build(),
+                )
+                .build()?,
+        );
     create.send().await?;
     client
         .update_time_to_live()

@@ -140,7 +140,10 @@ impl CreateTaskRequest {
         });
         let run_at = match (self.run_at, self.delay_seconds) {
             (Some(s), None) => parse_time("run_at", &s)?,
-            (None, Some(d)) if (0..=MAX_DELAY_SECONDS).contains(&d) => now + TimeDelta::seconds(d),
+            (None, Some(d)) if (0..=MAX_DELAY_SECONDS).contains(&d) => {
+                // Whole milliseconds, like a parsed run_at: the precision the stores compare.
+                crate::domain::to_millis(now) + TimeDelta::seconds(d)
+            }
             (None, Some(_)) => {
                 return Err(ValidationError::new(
                     "delay_seconds",

@@ -11,12 +11,14 @@ use crate::domain::{
     TaskId, ValidationError, WakeUp,
 };
 use crate::ports::{
-    ClaimOutcome, Clock, CreateOutcome, DeadLetters, ListQuery, Metrics, Page, PortError,
-    TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
+    ClaimOutcome, Clock, CreateOutcome, DeadLetters, LeaseScan, ListQuery, Metrics, Page,
+    PortError, TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
 };
 
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod sweep_tests;
 #[cfg(test)]
 mod tests;
 
@@ -30,6 +32,41 @@ pub(crate) const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds
 /// timeout plus [`Task::LEASE_GRACE`], and a second), so an attempt the failure left
 /// `running` can be re-claimed by then.
 pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
+
+/// How long past the moment a task should have moved ([`Task::pending_at`]) the sweeper
+/// leaves it to the wake-up already on its way, before re-arming it. Normal wake-ups arrive
+/// within about a second of their due time (the delay queue counts whole seconds, a cold
+/// start adds a few), so 30 s separates a late wake-up from a lost one without re-arming
+/// healthy tasks (each re-arm counts `TasksRecovered`, which pages an operator). Together
+/// with a sweep every minute it keeps the recovery bound under two minutes: a stalled task
+/// is re-armed at most `SWEEP_GRACE` + one sweep period after it should have moved, plus,
+/// for a running task on DynamoDB, up to 29 s by which its index entry may trail its lease
+/// (see `store::dynamodb`): 30 + 60 + 29 = 119 s.
+pub(crate) const SWEEP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// The most tasks one sweep reads: a bounded invocation (about 1,000 reads and arms, 16 at a
+/// time, a few seconds), and far more than a healthy minute ever loses. A larger backlog is
+/// worked off over the following sweeps, oldest first.
+pub(crate) const SWEEP_LIMIT: usize = 1024;
+
+/// How many tasks a sweep recovers at once.
+const SWEEP_CONCURRENCY: usize = 16;
+
+/// When a claim the store refused, though the task's own rule allows it, is tried again: the
+/// store and the domain disagreed (rounding, or a change in between), so look again soon
+/// rather than drop the wake-up, and not at once, which could loop.
+pub(crate) const RECLAIM_AFTER_REFUSAL: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
+/// What a sweep did ([`Scheduler::recover`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Recovered {
+    /// Stalled tasks whose wake-up was armed again.
+    pub(crate) rearmed: usize,
+    /// Failed tasks whose dead letter was sent (again).
+    pub(crate) dead_letters: usize,
+    /// Stalled tasks that could not be recovered this time (the next sweep tries again).
+    pub(crate) failed: usize,
+}
 
 /// Errors of the use cases, mapped to HTTP once in `api` and to retryable/permanent once
 /// at the Lambda boundary.
@@ -85,6 +122,8 @@ pub(crate) enum Fired {
     Delivered(Next),
     /// Woke before the attempt was due (or found a lost wake-up): armed again.
     Rearmed,
+    /// Found the task failed with its dead letter unsent, and sent it.
+    DeadLetterSent,
     /// Duplicate, stale, or for a task that is gone or finished.
     Dropped,
 }
@@ -123,7 +162,9 @@ impl Scheduler {
         );
         match p.store.create(&task).await? {
             CreateOutcome::Created => {
-                self.arm_current(&task).await?;
+                // The task exists from here on: whatever happens to its wake-up, the answer
+                // is 201 (the sweeper arms what was not armed).
+                self.arm_or_defer(&task).await;
                 p.metrics.task_created();
                 info!(task_id = %task.id, run_at = %task.run_at, "task created");
                 Ok(Created::New(task))
@@ -136,7 +177,7 @@ impl Scheduler {
                 }
                 // The first request may have died between its write and its wake-up;
                 // arming again is idempotent, so a repeat also repairs that.
-                self.arm_current(&existing).await?;
+                self.arm_or_defer(&existing).await;
                 Ok(Created::Existing(*existing))
             }
         }
@@ -173,7 +214,8 @@ impl Scheduler {
         let task = self
             .transition(owner, id, |t, now| t.retry_failed(now))
             .await?;
-        self.arm_current(&task).await?;
+        // Revived and written: the retry took effect whether or not its wake-up is armed.
+        self.arm_or_defer(&task).await;
         info!(task_id = %id, attempt = task.attempt_number(), "failed task re-armed");
         Ok(task)
     }
@@ -205,6 +247,114 @@ impl Scheduler {
             self.ports.waker.arm(wake, at).await?;
         }
         Ok(())
+    }
+
+    /// Arms the task's wake-up after a write that took effect. A failure is not the
+    /// caller's: the task is stored and pending, so the sweeper arms it within its recovery
+    /// bound ([`SWEEP_GRACE`]); it is logged and counted (`WakeUpsDeferred`).
+    async fn arm_or_defer(&self, task: &Task) {
+        if let Err(e) = self.arm_current(task).await {
+            self.ports.metrics.wake_up_deferred();
+            warn!(task_id = %task.id, attempt = task.attempt_number(), error = %e,
+                "task stored but its wake-up could not be armed; the sweeper will arm it");
+        }
+    }
+
+    /// Sends a failed task's dead letter, then marks it sent. A send that fails leaves the
+    /// task in the pending index, where a redelivered wake-up or the sweeper finds it; a mark
+    /// that fails means the dead letter may be sent again (dead letters are at least once).
+    async fn send_dead_letter(&self, failed: &Task) -> Result<(), AppError> {
+        self.ports.dead_letters.send(failed).await?;
+        let Some(sent) = failed.dead_letter_sent(self.now()) else {
+            return Ok(());
+        };
+        match self.ports.store.update(&sent).await {
+            // A conflict: another sender marked it, or /retry revived the task.
+            Ok(()) | Err(PortError::Conflict) => {}
+            Err(e) => {
+                warn!(task_id = %failed.id, error = %e,
+                    "dead letter sent but not marked sent; it may be sent again");
+            }
+        }
+        Ok(())
+    }
+
+    /// The sweeper: re-arms every task that should have moved more than [`SWEEP_GRACE`]
+    /// before `now` and did not (a `scheduled` task past its due time, a `running` task past
+    /// its lease), and sends the dead letters whose send failed. It never delivers: the
+    /// wake-ups it arms claim their attempt like any other, so a duplicate is harmless. Reads
+    /// at most [`SWEEP_LIMIT`] tasks from the pending index; one task's failure does not
+    /// stop the others (it is counted in [`Recovered::failed`] and found again next time).
+    pub(crate) async fn recover(
+        &self,
+        scan: &(impl TaskScan + ?Sized),
+        now: DateTime<Utc>,
+    ) -> Result<Recovered, AppError> {
+        self.sweep(scan, now - SWEEP_GRACE).await
+    }
+
+    async fn sweep(
+        &self,
+        scan: &(impl TaskScan + ?Sized),
+        cutoff: DateTime<Utc>,
+    ) -> Result<Recovered, AppError> {
+        use futures::StreamExt;
+        let candidates = scan.overdue(cutoff, SWEEP_LIMIT).await?;
+        let outcomes: Vec<_> = futures::stream::iter(candidates)
+            .map(|task| self.recover_one(task, cutoff))
+            .buffer_unordered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        let mut done = Recovered::default();
+        for outcome in outcomes {
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(Fired::DeadLetterSent)) => done.dead_letters += 1,
+                Ok(Some(_)) => done.rearmed += 1,
+                Err(_) => done.failed += 1,
+            }
+        }
+        Ok(done)
+    }
+
+    /// Recovers one task the index named, if it is still stalled as read now.
+    async fn recover_one(
+        &self,
+        task: Task,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Option<Fired>, AppError> {
+        if !task.stalled(cutoff) {
+            return Ok(None);
+        }
+        let pending_at = task.pending_at();
+        let result = if task.status == Status::Failed {
+            self.send_dead_letter(&task)
+                .await
+                .map(|()| Fired::DeadLetterSent)
+        } else {
+            match task.wake() {
+                Some((at, wake)) => self
+                    .ports
+                    .waker
+                    .arm(wake, at)
+                    .await
+                    .map(|()| Fired::Rearmed)
+                    .map_err(AppError::from),
+                None => return Ok(None),
+            }
+        };
+        match &result {
+            Ok(_) => {
+                self.ports.metrics.task_recovered();
+                warn!(task_id = %task.id, attempt = task.attempt_number(), status = %task.status,
+                    pending_at = ?pending_at, "stalled task recovered by the sweeper");
+            }
+            Err(e) => {
+                error!(task_id = %task.id, status = %task.status, error = %e,
+                    "the sweeper could not recover a stalled task; the next sweep tries again");
+            }
+        }
+        result.map(Some)
     }
 
     /// Handles a wake-up that carries the time its attempt is due. A wake-up up to
@@ -265,26 +415,33 @@ impl Scheduler {
         }
     }
 
-    /// Makes claims that no process can still hold re-claimable now, and arms them. At
-    /// start-up every task `running` was claimed by a process that died, so waiting out its
-    /// lease would only delay the attempt (delivery is at-least-once). A task that changed
-    /// meanwhile is left to whoever changed it. Returns how many were released.
-    pub(crate) async fn recover_leases(&self, scan: &dyn TaskScan) -> Result<usize, AppError> {
+    /// Start-up recovery: makes claims that no process can still hold re-claimable now, then
+    /// sweeps with no grace ([`recover`](Self::recover) without waiting: nothing is in flight
+    /// after a restart). At start-up every task `running` was claimed by a process that died,
+    /// so waiting out its lease would only delay the attempt (delivery is at-least-once). A
+    /// task that changed meanwhile is left to whoever changed it. Returns how many claims
+    /// were released.
+    pub(crate) async fn recover_leases(&self, scan: &dyn LeaseScan) -> Result<usize, AppError> {
         let now = self.now();
-        let mut recovered = 0;
+        let mut released = 0;
         for task in scan.running().await? {
-            let Some(released) = task.release_lease(now) else {
+            let Some(freed) = task.release_lease(now) else {
                 continue;
             };
-            match self.ports.store.update(&released).await {
-                Ok(()) => {}
-                Err(PortError::Conflict) => continue,
+            match self.ports.store.update(&freed).await {
+                Ok(()) => released += 1,
+                Err(PortError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.arm_current(&released).await?;
-            recovered += 1;
         }
-        Ok(recovered)
+        let swept = self.sweep(scan, now).await?;
+        if swept.failed > 0 {
+            return Err(AppError::Unavailable(format!(
+                "{} stalled tasks could not be recovered",
+                swept.failed
+            )));
+        }
+        Ok(released)
     }
 
     /// Handles a wake-up: claim the attempt conditionally, deliver, record, then arm the
@@ -352,7 +509,9 @@ impl Scheduler {
             }
             Next::Failed => {
                 p.metrics.task_failed();
-                p.dead_letters.send(&done).await?;
+                // On failure the task stays failed with its dead letter unsent: this wake-up's
+                // redelivery or the sweeper sends it.
+                self.send_dead_letter(&done).await?;
             }
         }
         Ok(Fired::Delivered(next))
@@ -369,12 +528,26 @@ impl Scheduler {
                 self.ports.waker.arm(wake, at).await?;
                 Ok(Fired::Rearmed)
             }
+            // The task's own rule allows the claim the store refused (they disagreed, or the
+            // task changed and changed back): never drop it, look again shortly.
+            Ok(_) => {
+                let at = crate::domain::to_millis(now) + RECLAIM_AFTER_REFUSAL;
+                warn!(retry_at = %at, "the store refused a claim the task allows; armed again");
+                self.ports.waker.arm(wake, at).await?;
+                Ok(Fired::Rearmed)
+            }
             // A wake-up for an older attempt while a newer one waits: the newer one's
             // wake-up may have been lost in a crash between write and arm; arm it again
             // (duplicates are harmless, claims are conditional).
             _ if task.status == Status::Scheduled && task.attempt_number() > wake.attempt => {
                 self.arm_current(task).await?;
                 Ok(Fired::Rearmed)
+            }
+            // The attempt failed for good but its dead letter was not sent (the send failed
+            // and this is the wake-up's redelivery): send it now.
+            _ if task.dead_letter_sent(now).is_some() => {
+                self.send_dead_letter(task).await?;
+                Ok(Fired::DeadLetterSent)
             }
             _ => Ok(Fired::Dropped),
         }

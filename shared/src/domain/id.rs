@@ -17,6 +17,15 @@ impl TaskId {
         Self(Ulid::new())
     }
 
+    /// The id's low 4 bits (random in a ULID, so uniform): a stable shard number, 0 to 15.
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the DynamoDB store's")
+    )]
+    pub(crate) fn shard16(self) -> u8 {
+        (u128::from(self.0) & 0xF) as u8
+    }
+
     pub(crate) fn parse(s: &str) -> Result<Self, ValidationError> {
         // Ulid::from_string accepts lower case too; we keep the canonical upper-case form.
         if s.len() != 26 {

@@ -67,10 +67,12 @@ impl fmt::Display for Status {
 pub(crate) struct TimeoutSeconds(u32);
 
 impl TimeoutSeconds {
+    pub(crate) const MAX: u32 = 30;
+
     pub(crate) fn parse(n: i64) -> Result<Self, ValidationError> {
         u32::try_from(n)
             .ok()
-            .filter(|n| (1..=30).contains(n))
+            .filter(|n| (1..=Self::MAX).contains(n))
             .map(Self)
             .ok_or_else(|| ValidationError::new("timeout_seconds", "must be between 1 and 30"))
     }
@@ -172,6 +174,16 @@ pub(crate) struct DeadLetter {
     pub(crate) recorded_at: DateTime<Utc>,
     pub(crate) attempts: u32,
     pub(crate) last_error: String,
+    /// Whether the dead letter has been handed to [`DeadLetters`](crate::ports::DeadLetters).
+    /// Written `false` with the failure and `true` after the send, so a send that failed is
+    /// found again (the pending index keeps the task until then) and a dead letter is sent at
+    /// least once. Stored tasks from before this flag count as sent.
+    #[serde(default = "sent_before_the_flag")]
+    pub(crate) sent: bool,
+}
+
+fn sent_before_the_flag() -> bool {
+    true
 }
 
 /// A wake-up: "look at attempt `attempt` of task `task_id` now". The attempt number lets a
@@ -239,6 +251,14 @@ pub(crate) struct Task {
 impl Task {
     /// Grace on top of the webhook timeout before a claim is considered abandoned.
     pub(crate) const LEASE_GRACE: TimeDelta = TimeDelta::seconds(30);
+    /// The longest lease a claim takes: the longest webhook timeout plus the grace.
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the DynamoDB store's")
+    )]
+    pub(crate) const MAX_LEASE: TimeDelta = TimeDelta::seconds(TimeoutSeconds::MAX as i64)
+        .checked_add(&Self::LEASE_GRACE)
+        .expect("small");
 
     pub(crate) fn new(
         id: TaskId,
@@ -248,17 +268,19 @@ impl Task {
         idempotency_key: Option<IdempotencyKey>,
         request_hash: Option<String>,
     ) -> Self {
+        // Due times are whole milliseconds everywhere: the precision both stores compare at.
+        let run_at = to_millis(new.run_at);
         Self {
             id,
             owner,
             action: new.action,
-            run_at: new.run_at,
+            run_at,
             retry: new.retry,
             timeout: new.timeout,
             status: Status::Scheduled,
             attempts: Vec::new(),
             budget_start: 0,
-            next_attempt_at: Some(new.run_at),
+            next_attempt_at: Some(run_at),
             lease_until: None,
             created_at: now,
             updated_at: now,
@@ -290,6 +312,42 @@ impl Task {
                 attempt: self.attempt_number(),
             },
         ))
+    }
+
+    /// The instant the task must next be moving, while it needs moving at all: a scheduled
+    /// task's due time, a running task's lease end, a failed task's failure while its dead
+    /// letter is unsent. The stores index it (the sweeper's query); `None` otherwise.
+    pub(crate) fn pending_at(&self) -> Option<DateTime<Utc>> {
+        match self.status {
+            Status::Scheduled => Some(self.next_attempt_at.unwrap_or(self.run_at)),
+            Status::Running => self.lease_until,
+            Status::Failed => self
+                .dead_letter
+                .as_ref()
+                .filter(|d| !d.sent)
+                .map(|d| d.recorded_at),
+            Status::Completed | Status::Cancelled => None,
+        }
+    }
+
+    /// Whether the task should have moved by `cutoff` and nothing has touched it since: it
+    /// was pending at or before `cutoff` and last written at or before it. (A task written
+    /// after `cutoff`, such as one just created with a `run_at` in the past, is still in its
+    /// writer's hands.)
+    pub(crate) fn stalled(&self, cutoff: DateTime<Utc>) -> bool {
+        self.pending_at().is_some_and(|at| at <= cutoff) && self.updated_at <= cutoff
+    }
+
+    /// Marks the dead letter sent; `None` when there is none waiting.
+    pub(crate) fn dead_letter_sent(&self, now: DateTime<Utc>) -> Option<Self> {
+        if self.status != Status::Failed || self.dead_letter.as_ref().is_none_or(|d| d.sent) {
+            return None;
+        }
+        let mut t = self.bumped(now);
+        if let Some(d) = t.dead_letter.as_mut() {
+            d.sent = true;
+        }
+        Some(t)
     }
 
     /// The lease a claim at `now` takes: the webhook timeout plus a grace.
@@ -374,6 +432,7 @@ impl Task {
                 t.next_attempt_at = None;
                 t.dead_letter = Some(DeadLetter {
                     recorded_at: now,
+                    sent: false,
                     attempts: used,
                     last_error: delivery
                         .error

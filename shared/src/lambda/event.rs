@@ -25,6 +25,8 @@ pub(crate) enum Invocation {
     /// `{"kind":"wake",...}`: a schedule's `Input`.
     /// A wake-up, with the time its attempt is due when the sender knew it.
     Wake(WakeUp, Option<chrono::DateTime<chrono::Utc>>),
+    /// `{"kind":"sweep"}`: the recurring schedule (rate 1 minute) that runs the sweeper.
+    Sweep,
     /// SQS records whose bodies are wake-ups (the delay queue).
     Sqs(Vec<SqsRecord>),
     /// The original design's event, `{"source":"custom.scheduler","detail":{"taskId":..}}`:
@@ -66,7 +68,7 @@ fn describe(v: &Value) -> String {
 
 impl Invocation {
     /// Classifies a payload, in this order: HTTP API v2 (`requestContext.http`), wake-up
-    /// (`kind == "wake"`), SQS (`Records[].eventSource == "aws:sqs"`), execution event
+    /// (`kind == "wake"`), sweep (`kind == "sweep"`), SQS (`Records[].eventSource == "aws:sqs"`), execution event
     /// (`source == "custom.scheduler"`); anything else is `UnknownShape`.
     pub(crate) fn from_json(v: &Value) -> Result<Self, InvocationError> {
         if v.pointer("/requestContext/http").is_some() {
@@ -78,6 +80,9 @@ impl Invocation {
             let m: WakeMessage =
                 serde_json::from_value(v.clone()).map_err(|e| malformed("wake-up", e))?;
             return Ok(Self::Wake(m.into(), m.due));
+        }
+        if v.get("kind").and_then(Value::as_str) == Some("sweep") {
+            return Ok(Self::Sweep);
         }
         if let Some(records) = v.get("Records").and_then(Value::as_array) {
             let from_sqs =

@@ -32,7 +32,7 @@ use crate::app::{AppError, Fired, Ports, Scheduler};
 use crate::dead_letters::AwsDeadLetters;
 use crate::domain::{Next, TaskId, WakeUp};
 use crate::metrics::EmfMetrics;
-use crate::ports::{Clock, SystemClock};
+use crate::ports::{Clock, SystemClock, TaskScan};
 use crate::store::DynamoStore;
 use crate::wake::aws::{AwsWaker, AwsWakerConfig};
 use crate::webhook::{
@@ -44,7 +44,7 @@ use crate::webhook::{
 pub(crate) enum InvocationError {
     #[error(
         "unrecognised event shape ({0}); expected an API Gateway HTTP API v2 request, a wake-up \
-         {{\"kind\":\"wake\",...}}, an SQS batch or a custom.scheduler execution event"
+         {{\"kind\":\"wake\",...}}, a sweep {{\"kind\":\"sweep\"}}, an SQS batch or a custom.scheduler execution event"
     )]
     UnknownShape(String),
     #[error("malformed {shape}: {reason}")]
@@ -80,6 +80,7 @@ fn fired_name(f: Fired) -> &'static str {
         Fired::Delivered(Next::Retry { .. }) => "retry_scheduled",
         Fired::Delivered(Next::Failed) => "failed",
         Fired::Rearmed => "rearmed",
+        Fired::DeadLetterSent => "dead_letter_sent",
         Fired::Dropped => "dropped",
     }
 }
@@ -95,14 +96,17 @@ fn handled(wake: WakeUp, fired: Fired) -> Value {
 pub(crate) struct LambdaHost {
     scheduler: Scheduler,
     router: Router,
+    /// The pending index the sweeper reads.
+    scan: Arc<dyn TaskScan>,
 }
 
 impl LambdaHost {
-    pub(crate) fn new(ports: Ports) -> Self {
+    pub(crate) fn new(ports: Ports, scan: Arc<dyn TaskScan>) -> Self {
         let scheduler = Scheduler::new(ports);
         Self {
             router: api::router(scheduler.clone(), Auth::Host),
             scheduler,
+            scan,
         }
     }
 
@@ -111,6 +115,7 @@ impl LambdaHost {
         match Invocation::from_json(payload)? {
             Invocation::Http(req) => Ok(self.http(*req).await),
             Invocation::Wake(wake, due) => self.wake(wake, due).await,
+            Invocation::Sweep => self.sweep().await,
             Invocation::Sqs(records) => Ok(self.sqs(records).await),
             Invocation::ExecutionEvent { task_id } => {
                 // The one AppError this boundary reads more closely: the event named the task.
@@ -138,6 +143,29 @@ impl LambdaHost {
                 Ok(json!({"error": e.to_string(), "retryable": false}))
             }
         }
+    }
+
+    /// Runs the sweeper. A task it could not recover makes the invocation fail (so it shows
+    /// in the function's errors, and Scheduler retries it; the next sweep would anyway).
+    async fn sweep(&self) -> Result<Value, InvocationError> {
+        let swept = self
+            .scheduler
+            .recover(self.scan.as_ref(), self.scheduler.now())
+            .await?;
+        let out = json!({"result": "swept", "rearmed": swept.rearmed,
+            "dead_letters": swept.dead_letters, "failed": swept.failed});
+        if swept.failed > 0 {
+            return Err(InvocationError::Unavailable(format!(
+                "sweep: {} stalled tasks could not be recovered ({out})",
+                swept.failed
+            )));
+        }
+        info!(
+            rearmed = swept.rearmed,
+            dead_letters = swept.dead_letters,
+            "sweep done"
+        );
+        Ok(out)
     }
 
     async fn http(&self, req: HttpApiRequest) -> Value {
@@ -226,19 +254,23 @@ pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaH
     };
     let webhook = HttpWebhookClient::guarded(clock.clone(), signer, targets.clone())
         .context("building the HTTP client")?;
-    let host = LambdaHost::new(Ports {
-        store: Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &config.table_name,
-            config.retention_days,
-        )),
-        waker: Arc::new(waker.clone()),
-        webhook: Arc::new(webhook),
-        clock,
-        dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.failed_tasks_queue_url)),
-        metrics: Arc::new(EmfMetrics::stdout()),
-        targets: Arc::new(targets),
-    });
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.table_name,
+        config.retention_days,
+    ));
+    let host = LambdaHost::new(
+        Ports {
+            store: store.clone(),
+            waker: Arc::new(waker.clone()),
+            webhook: Arc::new(webhook),
+            clock,
+            dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.failed_tasks_queue_url)),
+            metrics: Arc::new(EmfMetrics::stdout()),
+            targets: Arc::new(targets),
+        },
+        store,
+    );
     Ok((host, waker))
 }
 

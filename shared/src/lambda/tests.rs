@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task};
-use crate::ports::{NoDeadLetters, NoMetrics, PortError, Waker, WebhookClient};
+use crate::ports::{Clock, NoDeadLetters, NoMetrics, PortError, Waker, WebhookClient};
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/src/lambda/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -170,19 +170,81 @@ impl WebhookClient for CountingWebhook {
 }
 
 fn host() -> (LambdaHost, Arc<CountingWebhook>, Arc<RecordingWaker>) {
+    host_with(Arc::new(SystemClock))
+}
+
+fn host_with(clock: Arc<dyn Clock>) -> (LambdaHost, Arc<CountingWebhook>, Arc<RecordingWaker>) {
     let dir = tempfile::tempdir().unwrap().keep();
     let webhook = Arc::new(CountingWebhook::default());
     let waker = Arc::new(RecordingWaker::default());
-    let host = LambdaHost::new(Ports {
-        store: Arc::new(crate::store::SqliteStore::open(&dir).unwrap()),
-        waker: waker.clone(),
-        webhook: webhook.clone(),
-        clock: Arc::new(SystemClock),
-        dead_letters: Arc::new(NoDeadLetters),
-        metrics: Arc::new(NoMetrics),
-        targets: Arc::new(crate::ports::AllowAllTargets),
-    });
+    let store = Arc::new(crate::store::SqliteStore::open(&dir).unwrap());
+    let host = LambdaHost::new(
+        Ports {
+            store: store.clone(),
+            waker: waker.clone(),
+            webhook: webhook.clone(),
+            clock,
+            dead_letters: Arc::new(NoDeadLetters),
+            metrics: Arc::new(NoMetrics),
+            targets: Arc::new(crate::ports::AllowAllTargets),
+        },
+        store,
+    );
     (host, webhook, waker)
+}
+
+/// A clock the test moves.
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn the_sweep_event_parses() {
+    assert!(matches!(
+        Invocation::from_json(&fixture("scheduler_sweep.json")).unwrap(),
+        Invocation::Sweep
+    ));
+}
+
+/// `{"kind":"sweep"}` (the recurring schedule) re-arms a task whose wake-up was lost, once it
+/// is more than the grace late, and delivers nothing itself.
+#[tokio::test]
+async fn the_sweep_event_rearms_a_lost_wake_up() {
+    let start = Utc::now();
+    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let (host, webhook, waker) = host_with(clock.clone());
+    let mut create = fixture("apigw_v2_iam_create.json");
+    let when = crate::domain::format_time(&(start + chrono::TimeDelta::seconds(5)));
+    create["body"] = json!(
+        json!({"action": "webhook", "payload": {"url": "https://example.com/hook"}, "run_at": when})
+            .to_string()
+    );
+    let resp = host.handle(&create).await.unwrap();
+    assert_eq!(resp["statusCode"], 201, "{resp}");
+    let task_id = body(&resp)["task_id"].as_str().unwrap().to_owned();
+    // The wake-up is lost (the delay queue dead-lettered it).
+    let (lost, run_at) = waker.0.lock().unwrap().pop().unwrap();
+    let sweep = fixture("scheduler_sweep.json");
+    // 30 s after the due time: still the wake-up's to deliver.
+    *clock.0.lock().unwrap() =
+        run_at + crate::app::SWEEP_GRACE - chrono::TimeDelta::milliseconds(1);
+    let out = host.handle(&sweep).await.unwrap();
+    assert_eq!(out["rearmed"], 0, "{out}");
+    assert!(waker.0.lock().unwrap().is_empty());
+    // Past that: re-armed, for its due time.
+    *clock.0.lock().unwrap() = run_at + crate::app::SWEEP_GRACE;
+    let out = host.invoke(&sweep).await.unwrap();
+    assert_eq!(
+        out,
+        json!({"result": "swept", "rearmed": 1, "dead_letters": 0, "failed": 0})
+    );
+    assert_eq!(*waker.0.lock().unwrap(), vec![(lost, run_at)]);
+    assert_eq!(lost.task_id.to_string(), task_id);
+    assert_eq!(*webhook.0.lock().unwrap(), 0, "the sweep delivers nothing");
 }
 
 fn body(resp: &Value) -> Value {

@@ -27,6 +27,10 @@ const TIMER_CAPACITY: RangeInclusive<usize> = 100..=10_000_000;
 /// Requests per second per owner (`SCHEDULER_RATE_LIMIT`); 0 turns the limit off.
 pub(crate) const DEFAULT_RATE_LIMIT: u32 = 1000;
 const RATE_LIMIT: RangeInclusive<usize> = 0..=1_000_000;
+/// Seconds between sweeps (`SCHEDULER_SWEEP_INTERVAL_SECONDS`): once a minute, as on AWS.
+/// Shorter is for tests that want recovery within seconds.
+pub(crate) const DEFAULT_SWEEP_INTERVAL_SECONDS: usize = 60;
+const SWEEP_INTERVAL_SECONDS: RangeInclusive<usize> = 1..=3600;
 
 /// Configuration of `serve`, from the environment (and `--listen`).
 #[derive(Debug, Clone)]
@@ -42,6 +46,8 @@ pub struct LocalConfig {
     pub(crate) signing_secret: Option<Arc<StandardWebhooksSigner>>,
     /// Requests per second per owner (`SCHEDULER_RATE_LIMIT`, 0 = unlimited); burst twice that.
     pub(crate) rate_limit: u32,
+    /// How often the sweeper looks for stalled tasks (`SCHEDULER_SWEEP_INTERVAL_SECONDS`).
+    pub(crate) sweep_interval: std::time::Duration,
 }
 
 /// An integer variable within `range`, or `default` when unset.
@@ -147,6 +153,12 @@ impl LocalConfig {
             targets,
             signing_secret,
             rate_limit: u32::try_from(rate_limit).expect("the range fits in u32"),
+            sweep_interval: std::time::Duration::from_secs(number(
+                &get,
+                "SCHEDULER_SWEEP_INTERVAL_SECONDS",
+                DEFAULT_SWEEP_INTERVAL_SECONDS,
+                SWEEP_INTERVAL_SECONDS,
+            )? as u64),
         })
     }
 
@@ -194,6 +206,7 @@ mod tests {
         assert_eq!(c.max_concurrency, DEFAULT_MAX_CONCURRENCY);
         assert_eq!(c.timer_capacity, DEFAULT_TIMER_CAPACITY);
         assert_eq!(c.rate_limit, DEFAULT_RATE_LIMIT);
+        assert_eq!(c.sweep_interval, std::time::Duration::from_secs(60));
         assert!(c.signing_secret.is_none());
         // The local default lets this machine and the private networks be called.
         assert!(c.targets.allows("127.0.0.1".parse().unwrap()));
@@ -231,6 +244,12 @@ mod tests {
             100
         );
         assert_eq!(with("SCHEDULER_RATE_LIMIT", "0").unwrap().rate_limit, 0);
+        assert_eq!(
+            with("SCHEDULER_SWEEP_INTERVAL_SECONDS", " 2 ")
+                .unwrap()
+                .sweep_interval,
+            std::time::Duration::from_secs(2)
+        );
         let public_only = with("SCHEDULER_ALLOWED_TARGETS", "").unwrap().targets;
         assert!(!public_only.allows("127.0.0.1".parse().unwrap()));
         let narrow = with("SCHEDULER_ALLOWED_TARGETS", "10.9.0.0/16")
@@ -264,6 +283,9 @@ mod tests {
             ("SCHEDULER_TIMER_CAPACITY", "99"),
             ("SCHEDULER_RATE_LIMIT", "-1"),
             ("SCHEDULER_RATE_LIMIT", "1000001"),
+            ("SCHEDULER_SWEEP_INTERVAL_SECONDS", "0"),
+            ("SCHEDULER_SWEEP_INTERVAL_SECONDS", "3601"),
+            ("SCHEDULER_SWEEP_INTERVAL_SECONDS", "1m"),
             ("SCHEDULER_ALLOWED_TARGETS", "10.0.0.0/33"),
             ("SCHEDULER_SIGNING_SECRET", "too-short"),
         ] {

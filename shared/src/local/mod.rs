@@ -55,6 +55,35 @@ fn signer(config: &LocalConfig) -> anyhow::Result<Arc<StandardWebhooksSigner>> {
     Ok(Arc::new(signer))
 }
 
+/// The local sweeper: every `interval` (the first one `interval` after start-up, which has
+/// swept already), [`Scheduler::recover`] re-arms what should be moving and is not (a
+/// wake-up whose re-arm failed, a write whose arm failed), until `stop`.
+async fn sweep_every(
+    scheduler: Scheduler,
+    scan: impl crate::ports::TaskScan,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match scheduler.recover(&scan, scheduler.now()).await {
+            Ok(swept) if swept == Default::default() => {}
+            Ok(swept) => warn!(
+                rearmed = swept.rearmed,
+                dead_letters = swept.dead_letters,
+                failed = swept.failed,
+                "sweep recovered stalled tasks"
+            ),
+            Err(e) => warn!(error = %e, "sweep failed; the next one tries again"),
+        }
+    }
+}
+
 /// Runs the local scheduler until `shutdown` is cancelled.
 pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let auth = config.auth()?;
@@ -87,6 +116,12 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         })
     };
     let timer_stop = CancellationToken::new();
+    let sweeper = tokio::spawn(sweep_every(
+        scheduler.clone(),
+        store.clone(),
+        config.sweep_interval,
+        timer_stop.clone(),
+    ));
     let timer = tokio::spawn(waker.clone().run(
         Arc::new(store.clone()),
         clock,
@@ -123,7 +158,87 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         .context("serving HTTP")?;
     info!("HTTP stopped; finishing deliveries in flight");
     timer_stop.cancel();
+    let _ = sweeper.await;
     let _ = timer.await;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeDelta, Utc};
+
+    use super::*;
+    use crate::app::{CreateCommand, Created, SWEEP_GRACE};
+    use crate::domain::{
+        Action, HttpMethod, NewTask, Owner, RetryPolicy, TimeoutSeconds, WebhookAction,
+        WebhookHeaders, WebhookUrl,
+    };
+    use crate::fakes::{Rig, ScriptedWebhook, TokioClock};
+    use crate::ports::AllowAllTargets;
+
+    /// The local sweeper runs every interval and re-arms a task whose wake-up was lost; it
+    /// does not run before the first interval, and stops when told to.
+    #[tokio::test(start_paused = true)]
+    async fn the_local_sweeper_rearms_a_lost_wake_up_every_interval() {
+        let clock = TokioClock::starting_at(Utc::now());
+        let rig = Rig::with(
+            ScriptedWebhook::default(),
+            Arc::new(AllowAllTargets),
+            Arc::new(clock),
+        );
+        let cmd = CreateCommand {
+            owner: Owner::parse("alice").unwrap(),
+            task: NewTask {
+                action: Action::Webhook(WebhookAction {
+                    url: WebhookUrl::parse("https://example.com/h").unwrap(),
+                    method: HttpMethod::Post,
+                    headers: WebhookHeaders::default(),
+                    data: None,
+                }),
+                run_at: clock.now() + TimeDelta::seconds(1),
+                retry: RetryPolicy::default(),
+                timeout: TimeoutSeconds::default(),
+            },
+            idempotency: None,
+        };
+        let Created::New(t) = rig.scheduler.create(cmd).await.unwrap() else {
+            panic!("created")
+        };
+        // The wake-up is lost.
+        rig.waker.armed.lock().unwrap().clear();
+        let stop = CancellationToken::new();
+        let interval = Duration::from_secs(10);
+        let sweeper = tokio::spawn(sweep_every(
+            rig.scheduler.clone(),
+            rig.store.clone(),
+            interval,
+            stop.clone(),
+        ));
+        // The first sweeps come before the task is more than the grace late: nothing.
+        let late_enough = t.run_at + SWEEP_GRACE;
+        let mut sweeps = 0;
+        while clock.now() + TimeDelta::from_std(interval).unwrap() <= late_enough {
+            tokio::time::sleep(interval).await;
+            sweeps += 1;
+            assert!(rig.waker.armed.lock().unwrap().is_empty(), "sweep {sweeps}");
+        }
+        // The first sweep after it re-arms the task, for its due time.
+        tokio::time::sleep(interval + Duration::from_millis(1)).await;
+        assert_eq!(
+            rig.waker.armed.lock().unwrap().as_slice(),
+            &[(
+                crate::domain::WakeUp {
+                    task_id: t.id,
+                    attempt: 1
+                },
+                t.run_at
+            )]
+        );
+        assert!(clock.now() - late_enough <= TimeDelta::from_std(interval).unwrap() * 2);
+        stop.cancel();
+        sweeper.await.unwrap();
+    }
 }

@@ -10,9 +10,13 @@ use crate::domain::{
     Action, AttemptOutcome, Delivery, HttpMethod, IdempotencyKey, NewTask, Next, Owner, RetryHint,
     RetryPolicy, Status, Task, TaskId, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
 };
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskScan, TaskStore};
 
-pub(crate) type Store = Arc<dyn TaskStore>;
+/// A store under contract: the task store and the sweeper's scan of it.
+pub(crate) trait ScanStore: TaskStore + TaskScan {}
+impl<T: TaskStore + TaskScan> ScanStore for T {}
+
+pub(crate) type Store = Arc<dyn ScanStore>;
 
 /// What a store under test guarantees beyond its conditions.
 #[derive(Debug, Clone, Copy)]
@@ -524,6 +528,128 @@ pub(crate) async fn a_write_is_applied_once(store: Store, _caps: Caps) {
     assert_eq!(store.get(c.id).await.unwrap().unwrap(), cancelled);
 }
 
+/// §2 f: a due time made from a clock with sub-millisecond digits (`delay_seconds`) is
+/// claimable exactly when the task's own rule says so: the store does not round it up past
+/// an instant the domain calls due (DynamoDB refused such a claim, and the wake-up was
+/// dropped).
+pub(crate) async fn sub_millisecond_due_times_are_claimable_when_the_task_says(
+    store: Store,
+    _caps: Caps,
+) {
+    let o = owner();
+    let due = t0() + TimeDelta::nanoseconds(456_789);
+    let t = task(&o, due, None);
+    created(&store, &t).await;
+    let at = t.next_attempt_at.unwrap();
+    assert!(at <= due && t.claim(1, at).is_ok());
+    assert!(
+        rejected(
+            store
+                .claim(t.id, 1, at - TimeDelta::milliseconds(1))
+                .await
+                .unwrap()
+        )
+        .is_some()
+    );
+    claimed(store.claim(t.id, 1, at).await.unwrap());
+}
+
+/// The sweeper's query: exactly the tasks that should be moving by the cutoff (a scheduled
+/// task's due time, a running one's lease end, a failed one's failure while its dead letter
+/// is unsent), from an index, bounded; never a finished task. A running task may be named
+/// up to [`Task::MAX_LEASE`] after its claim rather than at its lease end (DynamoDB), never
+/// before its lease ends.
+pub(crate) async fn overdue_names_what_should_be_moving(store: Store, _caps: Caps) {
+    let o = owner();
+    let ids = |tasks: Vec<Task>| {
+        let mut ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<TaskId>| {
+        v.sort();
+        v
+    };
+    let due = task(&o, t0(), None);
+    let later = task(&o, t0() + TimeDelta::hours(1), None);
+    let running = task(&o, t0(), None);
+    let done = task(&o, t0(), None);
+    let cancelled = task(&o, t0(), None);
+    let failed = task(&o, t0(), None);
+    for t in [&due, &later, &running, &done, &cancelled, &failed] {
+        created(&store, t).await;
+    }
+    let lease = claimed(store.claim(running.id, 1, t0()).await.unwrap())
+        .lease_until
+        .unwrap();
+    let finish = |t: Task, hint: RetryHint, at: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            let r = claimed(store.claim(t.id, 1, t0()).await.unwrap());
+            let (after, _) = r.record(1, &delivery(hint, at), at, 0.5).unwrap();
+            store.update(&after).await.unwrap();
+            after
+        }
+    };
+    finish(done.clone(), RetryHint::Success, t0()).await;
+    store
+        .update(&cancelled.cancel(t0()).unwrap())
+        .await
+        .unwrap();
+    let failed_at = t0() + TimeDelta::seconds(1);
+    let failed = finish(failed.clone(), RetryHint::Permanent, failed_at).await;
+    assert!(!failed.dead_letter.as_ref().unwrap().sent);
+
+    let ms = TimeDelta::milliseconds(1);
+    let overdue = |cutoff: DateTime<Utc>| {
+        let store = store.clone();
+        async move { ids(store.overdue(cutoff, 100).await.unwrap()) }
+    };
+    assert_eq!(overdue(t0() - ms).await, Vec::<TaskId>::new());
+    assert_eq!(overdue(t0()).await, vec![due.id]);
+    assert_eq!(overdue(failed_at).await, sorted(vec![due.id, failed.id]));
+    assert!(!overdue(lease - ms).await.contains(&running.id));
+    let late = t0() + Task::MAX_LEASE;
+    assert_eq!(
+        overdue(late).await,
+        sorted(vec![due.id, failed.id, running.id])
+    );
+    // Each task is read afresh, whole.
+    let found = store.overdue(late, 100).await.unwrap();
+    for t in &found {
+        assert_eq!(Some(t), store.get(t.id).await.unwrap().as_ref());
+    }
+    // Bounded.
+    let two = store.overdue(late + TimeDelta::hours(2), 2).await.unwrap();
+    assert!(!two.is_empty() && two.len() <= 2, "{}", two.len());
+    // A dead letter marked sent leaves the index; a task revived by /retry comes back, due
+    // when revived.
+    let sent = failed.dead_letter_sent(failed_at).unwrap();
+    store.update(&sent).await.unwrap();
+    assert_eq!(overdue(late).await, sorted(vec![due.id, running.id]));
+    let revived_at = late + TimeDelta::seconds(1);
+    store
+        .update(&sent.retry_failed(revived_at).unwrap())
+        .await
+        .unwrap();
+    assert!(!overdue(late).await.contains(&failed.id));
+    assert!(overdue(revived_at).await.contains(&failed.id));
+    // Delivered: gone from the index.
+    let r = claimed(store.claim(due.id, 1, late).await.unwrap());
+    assert!(
+        !overdue(late).await.contains(&due.id),
+        "running: its lease is ahead"
+    );
+    let (after, _) = r
+        .record(1, &delivery(RetryHint::Success, late), late, 0.5)
+        .unwrap();
+    store.update(&after).await.unwrap();
+    assert!(
+        !overdue(late + TimeDelta::hours(3)).await.contains(&due.id),
+        "completed"
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract case for a store built by `$make` (an async
 /// expression yielding a [`Store`]) with capabilities `$caps`; attributes after them (such as
 /// `#[ignore = "..."]` for a store that needs an emulator) go on every case.
@@ -532,7 +658,9 @@ macro_rules! store_contract_tests {
         $crate::store::contract::store_contract_tests!(@case [$(#[$attr])*] $make, $caps;
             create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
             claimable_at_the_exact_due_time, cancel_races, list_paging,
-            idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once);
+            idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once,
+            overdue_names_what_should_be_moving,
+            sub_millisecond_due_times_are_claimable_when_the_task_says);
     };
     (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
         $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*

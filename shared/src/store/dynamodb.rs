@@ -12,13 +12,32 @@
 //!   (`TASK_RETENTION_DAYS` after its last change) and removed again when `/retry` revives it.
 //!
 //! # Why the GSIs do not hot-spot
-//! Nothing ever queries "all tasks due now": wake-ups are carried by Scheduler and SQS, so no
-//! index is keyed by time alone (the classic hot partition of a scheduler table). The GSIs
+//! Wake-ups are carried by Scheduler and SQS, so nothing reads "all tasks due now" but the
+//! sweeper, and its index is sharded (below): no index is keyed by time alone (the classic
+//! hot partition of a scheduler table). The GSIs
 //! are keyed by the *owner*, so load spreads over callers. Within one owner, items spread
 //! over `run_at_id` (the caller's schedule plus a random ULID), which is what lets DynamoDB
 //! split a busy owner's item collection by sort-key range (split for heat) instead of
 //! throttling one partition. The remaining limit is honest: one owner's index writes go to
 //! one partition until such a split, ~1,000 writes/s; each task writes 3-4 times in its life.
+//!
+//! # The pending index (the sweeper's)
+//! GSI `pending`, sparse, projection KEYS_ONLY: partition key `pending_shard` (S, `"00"` to
+//! `"15"`, the task id's low 4 bits, so a task always lands on one shard), sort key
+//! `pending_at` (S, [`Task::pending_at`] as 15-digit zero-padded epoch milliseconds, rounded
+//! up, then `#` and the task id). The two attributes are on an item only while its task needs
+//! moving (scheduled, running, or failed with its dead letter unsent): every `PutItem` writes
+//! the whole item from [`Record::of`], so a write that finishes a task removes them, and the
+//! claim sets them itself. The claim cannot build a string from the lease DynamoDB computes,
+//! so a running task's key is its claim time plus [`Task::MAX_LEASE`], never earlier than its
+//! lease end and at most 29 s after it. The sweeper `Query`s each shard for keys at or before
+//! `now - grace`, never scans.
+//!
+//! Why 16 shards: every write that moves a task in time rewrites its index entry, and a
+//! time-ordered sort key concentrates writes at its newest end, where split-for-heat cannot
+//! help; one partition key value takes about 1,000 writes/s. At 1,000 creates/s a task's
+//! 3 to 4 index writes (create, claim, record) make ~4,000 writes/s: 16 shards keep each
+//! under 250/s, a fourfold headroom, while a sweep stays 16 small `Query`s.
 //!
 //! # Items
 //! The task is stored as attributes (serde_dynamo, [`Record`] stays private here). The
@@ -64,7 +83,7 @@ use crate::domain::{
     Action, Attempt, Cursor, DeadLetter, IdempotencyKey, Owner, RetryPolicy, Status, Task, TaskId,
     TimeoutSeconds,
 };
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskStore};
+use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -106,6 +125,9 @@ fn revived(task: &Task) -> bool {
         && task.budget_start as usize == task.attempts.len()
 }
 pub(crate) const INDEX_BY_OWNER_STATUS: &str = "by_owner_status";
+pub(crate) const INDEX_PENDING: &str = "pending";
+/// Shards of the pending index: `"00"` to `"15"` (see the module documentation).
+const PENDING_SHARDS: u8 = 16;
 
 /// The task as DynamoDB holds it. Field names are the table's attribute names.
 #[derive(Debug, Serialize, Deserialize)]
@@ -124,6 +146,11 @@ struct Record {
     owner_status: String,
     owner_running: String,
     run_at_id: String,
+    /// The pending index's keys, only while the task needs moving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_shard: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending_at: Option<String>,
     // Delivery state.
     retry: RetryPolicy,
     timeout_seconds: TimeoutSeconds,
@@ -176,6 +203,16 @@ fn run_at_id(run_at: DateTime<Utc>, id: TaskId) -> String {
     format!("{}#{id}", run_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
 }
 
+fn pending_shard(id: TaskId) -> String {
+    format!("{:02}", id.shard16() % PENDING_SHARDS)
+}
+
+/// The pending index's sort key for a task pending at epoch millisecond `ms`: fixed width
+/// (15 digits reach the year 9999; an instant before 1970 counts as 0), then the task id.
+fn pending_key(ms: i64, id: TaskId) -> String {
+    format!("{:015}#{id}", ms.max(0))
+}
+
 fn owner_status(owner: &Owner, status: Status) -> String {
     format!("{owner}#{status}")
 }
@@ -218,6 +255,10 @@ impl Record {
             owner_status: owner_status(&task.owner, task.status),
             owner_running: owner_status(&task.owner, Status::Running),
             run_at_id: run_at_id(task.run_at, task.id),
+            pending_shard: task.pending_at().map(|_| pending_shard(task.id)),
+            pending_at: task
+                .pending_at()
+                .map(|at| pending_key(ceil_ms(at), task.id)),
             retry: task.retry,
             timeout_seconds: task.timeout,
             attempts: task.attempts.clone(),
@@ -498,6 +539,79 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Up to `limit` task ids of one shard of the pending index with a key at or before
+    /// `cutoff_ms`, paged.
+    async fn overdue_in_shard(
+        &self,
+        shard: u8,
+        cutoff_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TaskId>, PortError> {
+        // `~` sorts after every character of a task id: all of `cutoff_ms` is included.
+        let cut = format!("{:015}#~", cutoff_ms.max(0));
+        let mut ids = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(INDEX_PENDING)
+                .key_condition_expression("#shard = :shard AND #at <= :cut")
+                .expression_attribute_names("#shard", "pending_shard")
+                .expression_attribute_names("#at", "pending_at")
+                .expression_attribute_values(":shard", s(format!("{shard:02}")))
+                .expression_attribute_values(":cut", s(cut.clone()))
+                .set_exclusive_start_key(start.take())
+                .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(|e| sdk_error("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                let id = item
+                    .get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .and_then(|pk| TaskId::parse(pk).ok())
+                    .ok_or_else(|| unavailable("Query", "pending index item without a task id"))?;
+                ids.push(id);
+            }
+            match out.last_evaluated_key {
+                Some(k) if ids.len() < limit => start = Some(k),
+                _ => return Ok(ids),
+            }
+        }
+    }
+}
+
+/// The sweeper's read: one `Query` per shard of the pending index (never a `Scan`), each
+/// bounded by an even share of `limit`, then each task read afresh (the index is eventually
+/// consistent; the table read is not).
+#[async_trait]
+impl TaskScan for DynamoStore {
+    async fn overdue(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Task>, PortError> {
+        use futures::StreamExt;
+        let per_shard = limit.div_ceil(usize::from(PENDING_SHARDS)).max(1);
+        let cutoff_ms = cutoff.timestamp_millis();
+        let shards = futures::future::try_join_all(
+            (0..PENDING_SHARDS).map(|shard| self.overdue_in_shard(shard, cutoff_ms, per_shard)),
+        )
+        .await?;
+        let reads: Vec<Result<Option<Task>, PortError>> =
+            futures::stream::iter(shards.into_iter().flatten().take(limit))
+                .map(|id| self.get(id))
+                .buffer_unordered(16)
+                .collect()
+                .await;
+        let mut tasks = Vec::new();
+        for read in reads {
+            tasks.extend(read?);
+        }
+        tasks.sort_by_key(|t| (t.pending_at(), t.id));
+        Ok(tasks)
+    }
+}
+
 #[async_trait]
 impl TaskStore for DynamoStore {
     async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
@@ -645,7 +759,17 @@ impl TaskStore for DynamoStore {
             .update_expression(
                 "SET #status = :running, #owner_status = #owner_running, \
                  #version = #version + :one, #updated_at = :now, \
-                 #lease_until = #lease_ms + :now_ms, #token = :token",
+                 #lease_until = #lease_ms + :now_ms, #token = :token, \
+                 #pending_shard = :pending_shard, #pending_at = :pending_at",
+            )
+            // The pending index: no earlier than the lease DynamoDB computes (see the module
+            // documentation).
+            .expression_attribute_names("#pending_shard", "pending_shard")
+            .expression_attribute_names("#pending_at", "pending_at")
+            .expression_attribute_values(":pending_shard", s(pending_shard(id)))
+            .expression_attribute_values(
+                ":pending_at",
+                s(pending_key(now_ms + Task::MAX_LEASE.num_milliseconds(), id)),
             )
             .expression_attribute_names("#token", WRITE_TOKEN)
             .expression_attribute_values(":token", s(&token))
@@ -871,6 +995,44 @@ mod on_moto {
             expires_at(&raw(&client, &table, c.id).await),
             Some((t0() + TimeDelta::days(30)).timestamp())
         );
+    }
+
+    /// The pending index's keys, as the CDK app's GSI `pending` expects them: present while
+    /// the task needs moving, removed when it is finished.
+    #[tokio::test]
+    #[ignore = "needs moto: make test-aws"]
+    async fn pending_keys_follow_the_task() {
+        let (store, client, table) = super::dynamo_store().await;
+        let keys = |item: &Item| {
+            (
+                item.get("pending_shard").map(|v| v.as_s().unwrap().clone()),
+                item.get("pending_at").map(|v| v.as_s().unwrap().clone()),
+            )
+        };
+        let t = task(&owner(), t0(), None);
+        store.create(&t).await.unwrap();
+        let shard = format!("{:02}", t.id.shard16());
+        assert!(("00".."16").contains(&shard.as_str()), "{shard}");
+        assert_eq!(
+            keys(&raw(&client, &table, t.id).await),
+            (
+                Some(shard.clone()),
+                Some(format!("001800000000000#{}", t.id))
+            )
+        );
+        let ClaimOutcome::Claimed(running) = store.claim(t.id, 1, t0()).await.unwrap() else {
+            panic!("claimed")
+        };
+        assert_eq!(
+            keys(&raw(&client, &table, t.id).await),
+            (Some(shard), Some(format!("001800000060000#{}", t.id))),
+            "claim time + the longest lease"
+        );
+        let (done, _) = running
+            .record(1, &delivery(RetryHint::Success, t0()), t0(), 0.5)
+            .unwrap();
+        store.update(&done).await.unwrap();
+        assert_eq!(keys(&raw(&client, &table, t.id).await), (None, None));
     }
 
     #[tokio::test]

@@ -21,7 +21,9 @@ use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
 use crate::domain::{Cursor, Task, TaskId, WakeUp};
-use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
+use crate::ports::{
+    ClaimOutcome, CreateOutcome, LeaseScan, ListQuery, Page, PortError, TaskScan, TaskStore,
+};
 
 const MAX_BATCH: usize = 1024;
 
@@ -120,8 +122,23 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
+    if version < 3 {
+        // The sweeper's other query: failed tasks whose dead letter is not sent yet (the
+        // scheduled and running ones it finds on `tasks_wake`). Partial, so it holds only them.
+        conn.execute_batch(&format!(
+            "BEGIN;
+             CREATE INDEX IF NOT EXISTS tasks_dead_letter_unsent ON tasks(id) WHERE {DEAD_LETTER_UNSENT};
+             PRAGMA user_version = 3;
+             COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// A failed task whose dead letter is not sent yet; the index and its query use this exact
+/// text, so that SQLite can match the query to the partial index.
+const DEAD_LETTER_UNSENT: &str =
+    "status = 'failed' AND json_extract(body, '$.dead_letter.sent') = 0";
 
 fn decode(body: String) -> rusqlite::Result<Task> {
     serde_json::from_str(&body).map_err(|e| {
@@ -493,8 +510,45 @@ fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
+/// The sweeper reads two indexes, never the table: `tasks_wake` for scheduled and running
+/// tasks (its key is [`Task::pending_at`] rounded up, as [`wake_key`] makes it), and the
+/// partial `tasks_dead_letter_unsent` for failed tasks whose dead letter waits.
 #[async_trait]
 impl TaskScan for SqliteStore {
+    async fn overdue(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Task>, PortError> {
+        let cutoff_ms = cutoff.timestamp_millis();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut tasks = conn
+                .prepare_cached(&format!(
+                    "SELECT body FROM tasks INDEXED BY tasks_dead_letter_unsent
+                     WHERE {DEAD_LETTER_UNSENT} LIMIT ?1"
+                ))?
+                .query_map([limit], |r| r.get::<_, String>(0))?
+                .map(|b| b.and_then(decode))
+                .filter(|t| {
+                    t.as_ref().map_or(true, |t| {
+                        t.pending_at()
+                            .is_some_and(|at| wake_key(at).timestamp_millis() <= cutoff_ms)
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let room = limit - tasks.len() as i64;
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM tasks INDEXED BY tasks_wake
+                 WHERE wake_at IS NOT NULL AND wake_at <= ?1 ORDER BY wake_at, id LIMIT ?2",
+            )?;
+            for body in st.query_map(params![cutoff_ms, room], |r| r.get::<_, String>(0))? {
+                tasks.push(decode(body?)?);
+            }
+            Ok(tasks)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LeaseScan for SqliteStore {
     async fn running(&self) -> Result<Vec<Task>, PortError> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
@@ -802,6 +856,45 @@ mod tests {
         assert!(next.iter().all(Result::is_ok), "{next:?}");
         let present = on_disk(store, &[a.id, c.id, d.id]).await;
         assert_eq!(present, [false, false, true]);
+    }
+
+    /// The sweeper's query reads the two indexes, never the table.
+    #[tokio::test]
+    async fn the_sweepers_query_reads_indexes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let plans = store
+            .read(|conn| {
+                let plan = |sql: &str| -> rusqlite::Result<String> {
+                    let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                    let rows = st.query_map([], |r| r.get::<_, String>(3))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                        .map(|v| v.join("; "))
+                };
+                Ok([
+                    plan(&format!(
+                        "SELECT body FROM tasks WHERE {DEAD_LETTER_UNSENT} LIMIT 10"
+                    ))?,
+                    plan(
+                        "SELECT body FROM tasks WHERE wake_at IS NOT NULL AND wake_at <= 5 \
+                         ORDER BY wake_at, id LIMIT 10",
+                    )?,
+                ])
+            })
+            .await
+            .unwrap();
+        assert!(
+            plans[0].contains("USING INDEX tasks_dead_letter_unsent"),
+            "{}",
+            plans[0]
+        );
+        assert!(plans[1].contains("USING INDEX tasks_wake"), "{}", plans[1]);
+        for plan in &plans {
+            assert!(
+                !plan.contains("SCAN tasks") || plan.contains("INDEX"),
+                "{plan}"
+            );
+        }
     }
 
     #[test]

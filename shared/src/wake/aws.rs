@@ -35,7 +35,7 @@ pub(crate) const MAX_QUEUE_DELAY: TimeDelta = TimeDelta::seconds(900);
 /// How early a schedule fires: covers Scheduler's minute of jitter plus one spare minute.
 pub(crate) const SCHEDULE_LEAD: TimeDelta = TimeDelta::minutes(2);
 /// Scheduler's retry policy for invoking the function. A wake-up Scheduler gives up on is a
-/// task that never runs (there is no sweeper on AWS), so retry as long as Scheduler allows:
+/// task left for the sweeper (`Scheduler::recover`), so retry as long as Scheduler allows:
 /// these are its maxima. They only matter while Lambda refuses invocations (throttling,
 /// outage); after them the event goes to the DLQ, where an operator can see it.
 pub(crate) const RETRY_MAX_EVENT_AGE_SECONDS: i32 = 86_400;
