@@ -45,10 +45,19 @@ export function functionMetric(name: string): FunctionMetric {
  * - Oldest delay-queue message: a message is at most 15 min (the longest DelaySeconds) old
  *   when it becomes visible, and one transient failure hides it for another 6 min (the
  *   visibility timeout); 30 min means the queue is not being drained.
+ * - Tasks recovered: the sweeper re-arms only a task whose wake-up was lost (or never armed,
+ *   after a failed call), so any re-arm, > 0 in one 5-minute period, is worth a look. It does not
+ *   mean a task is lost (it was just recovered); the alarm clears after a quiet period.
+ * - Sweeper not running: the sweep group's schedule fires 5 times in 5 minutes; no invocation
+ *   attempt in 2 consecutive periods (10 min, missing data counts) means the schedule was
+ *   disabled or deleted, and the 2-minute recovery bound no longer holds. One period alone could
+ *   be a late metric.
  */
 export const ALARM_THRESHOLDS = {
   throttlesPeriods: 3,
   delayQueueOldestMessageSeconds: 30 * 60,
+  tasksRecovered: 0,
+  sweeperSilentPeriods: 2,
 } as const;
 
 export interface OperationsProps {
@@ -59,6 +68,8 @@ export interface OperationsProps {
   readonly failedTasksQueue: sqs.IQueue;
   readonly delayQueue: sqs.IQueue;
   readonly scheduleGroup: scheduler.IScheduleGroup;
+  /** The sweeper's group: its one recurring schedule. */
+  readonly sweepScheduleGroup: scheduler.IScheduleGroup;
   readonly apiStage: apigwv2.IHttpStage;
   /** When set, the alarms notify an SNS topic with this e-mail subscriber. */
   readonly alarmEmail?: string;
@@ -76,6 +87,8 @@ export class Operations extends Construct {
   readonly schedulerDeadLetterFailedAlarm: cloudwatch.Alarm;
   readonly throttlesAlarm: cloudwatch.Alarm;
   readonly delayQueueAgeAlarm: cloudwatch.Alarm;
+  readonly tasksRecoveredAlarm: cloudwatch.Alarm;
+  readonly sweeperNotRunningAlarm: cloudwatch.Alarm;
   readonly alarmTopic?: sns.Topic;
   readonly alarmTopicKey?: kms.Key;
 
@@ -153,7 +166,6 @@ export class Operations extends Construct {
       'EventBridge Scheduler could not put an undeliverable wake-up on the infrastructure DLQ: ' +
         "the wake-up is gone. Check the Scheduler role's sqs:SendMessage and the queue.",
     );
-    // (The sweeper's re-arm count alarm arrives with the sweeper: a re-arm means a lost wake-up.)
     this.throttlesAlarm = new cloudwatch.Alarm(this, 'FunctionThrottles', {
       alarmDescription:
         'The function has been throttled for 15 minutes: its concurrency is too small for the ' +
@@ -177,6 +189,38 @@ export class Operations extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
+    // The sweeper (issue 12 §1).
+    const recoveredMetric = functionMetric('TasksRecovered');
+    // No label on the alarm's metric: a labelled metric becomes a metric-math alarm.
+    const recovered = (label?: string) =>
+      new cloudwatch.Metric({ namespace: METRIC_NAMESPACE, metricName: recoveredMetric.name, statistic: 'Sum', period, label });
+    this.tasksRecoveredAlarm = new cloudwatch.Alarm(this, 'TasksRecovered', {
+      alarmDescription:
+        'The sweeper re-armed at least one task: a wake-up was lost (dead-lettered, dropped, or ' +
+        'never armed after a failed call) and the task was recovered late. Nothing is lost, but ' +
+        'something failed: look at the DLQ, Scheduler and throttles alarms and the function logs ' +
+        '(the sweeper logs each task it re-arms).',
+      metric: recovered(),
+      threshold: ALARM_THRESHOLDS.tasksRecovered,
+      comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+      evaluationPeriods: 1,
+      treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+    });
+    const sweeps = (label?: string) => props.sweepScheduleGroup.metricAttempts({ statistic: 'Sum', period, label });
+    this.sweeperNotRunningAlarm = new cloudwatch.Alarm(this, 'SweeperNotRunning', {
+      alarmDescription:
+        'EventBridge Scheduler has not tried to invoke the sweeper for 10 minutes (it should every ' +
+        'minute): the sweep schedule is disabled or gone, so lost wake-ups are no longer recovered. ' +
+        'Re-enable it, or redeploy the stack.',
+      metric: sweeps(),
+      threshold: 1,
+      comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+      evaluationPeriods: ALARM_THRESHOLDS.sweeperSilentPeriods,
+      datapointsToAlarm: ALARM_THRESHOLDS.sweeperSilentPeriods,
+      // No data is no invocation attempt: that is the fault this alarm is for.
+      treatMissingData: cloudwatch.TreatMissingData.BREACHING,
+    });
+
     const alarms = [
       this.dlqAlarm,
       this.functionErrorsAlarm,
@@ -185,6 +229,8 @@ export class Operations extends Construct {
       this.schedulerDeadLetterFailedAlarm,
       this.throttlesAlarm,
       this.delayQueueAgeAlarm,
+      this.tasksRecoveredAlarm,
+      this.sweeperNotRunningAlarm,
     ];
 
     if (props.alarmEmail) {
@@ -325,6 +371,15 @@ export class Operations extends Construct {
             width: 12,
           }),
           new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms, width: 12 }),
+        ],
+        [
+          new cloudwatch.GraphWidget({
+            title: 'Sweeper: tasks re-armed (alarmed above 0) and sweeps',
+            left: [recovered('re-armed by the sweeper')],
+            leftAnnotations: [{ value: ALARM_THRESHOLDS.tasksRecovered, label: 'alarm (> 0)' }],
+            right: [sweeps('sweeps (Scheduler invocation attempts)')],
+            width: 24,
+          }),
         ],
       ],
     });

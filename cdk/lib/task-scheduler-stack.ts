@@ -25,6 +25,33 @@ export const TABLE_KEYS = {
   ],
 } as const;
 
+/**
+ * The sweeper's index (issue 12 §1), names shared with the Rust store: a sparse GSI holding only
+ * the tasks that should be moving (`scheduled` or `running`; the store removes both attributes
+ * when a task finishes or is cancelled). `pending_shard` is "00".."15", `pending_at` the time the
+ * task is due (or its lease ends), so one `Query` per shard with `pending_at <= now - grace`
+ * finds the overdue ones in order.
+ * - 16 shards: at 1,000 creates/s every create and every state change writes the index, and each
+ *   shard then takes ~62 writes/s, far below a partition's 1,000 WCU; a sweep is 16 `Query`
+ *   calls, a handful of RRU when nothing is overdue.
+ * - KEYS_ONLY: the sweeper needs the task id and re-reads the item (GetItem) before re-arming,
+ *   so the index stores ~100 bytes per pending task instead of a copy of each task.
+ */
+export const PENDING_INDEX = {
+  name: 'pending',
+  partitionKey: 'pending_shard',
+  sortKey: 'pending_at',
+  shards: 16,
+} as const;
+
+/**
+ * The sweep: a recurring Scheduler schedule invokes the function with this event every minute.
+ * With the Rust side's grace period, every task that should be moving is re-armed within 2
+ * minutes of being lost.
+ */
+export const SWEEP_EVENT = { kind: 'sweep' } as const;
+export const SWEEP_SCHEDULE_EXPRESSION = 'rate(1 minute)';
+
 /** Every route of the HTTP API contract (docs/api.md); all IAM-authorized but /health. */
 export const ROUTES: ReadonlyArray<{ method: apigwv2.HttpMethod; path: string; iam: boolean }> = [
   { method: apigwv2.HttpMethod.POST, path: '/tasks', iam: true },
@@ -108,6 +135,9 @@ export class TaskSchedulerStack extends Stack {
   readonly failedTasksQueue: sqs.Queue;
   readonly signingSecret: secretsmanager.Secret;
   readonly scheduleGroup: scheduler.ScheduleGroup;
+  /** The sweeper's own group, holding its one recurring schedule and nothing else. */
+  readonly sweepScheduleGroup: scheduler.ScheduleGroup;
+  readonly sweepSchedule: scheduler.CfnSchedule;
   readonly schedulerRole: iam.Role;
   readonly functionRole: iam.Role;
   readonly fn: lambda.Function;
@@ -152,6 +182,14 @@ export class TaskSchedulerStack extends Stack {
         projectionType: dynamodb.ProjectionType.ALL,
       });
     }
+    // Sparse: only items that carry `pending_shard` and `pending_at` (tasks that should be
+    // moving) are in it, so the sweeper reads pending tasks and never scans the table.
+    this.table.addGlobalSecondaryIndex({
+      indexName: PENDING_INDEX.name,
+      partitionKey: { name: PENDING_INDEX.partitionKey, type: dynamodb.AttributeType.STRING },
+      sortKey: { name: PENDING_INDEX.sortKey, type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
 
     // --------------------------------------------------------------- queues
     // SSE-SQS (SQS-managed keys): encrypted at rest with no KMS key, so neither the function,
@@ -196,18 +234,27 @@ export class TaskSchedulerStack extends Stack {
     this.scheduleGroup = new scheduler.ScheduleGroup(this, 'ScheduleGroup', {
       removalPolicy: RemovalPolicy.DESTROY,
     });
+    // The sweeper's schedule lives in a group of its own, not among the one-time wake-ups: the
+    // function may create and delete any schedule of the wake-up group (`schedule/<group>/*`),
+    // so there a bug could delete the sweeper; its Scheduler metrics are the sweeper's alone (the
+    // "sweeper not running" alarm counts its invocations); and listing the wake-up group shows
+    // wake-ups only.
+    this.sweepScheduleGroup = new scheduler.ScheduleGroup(this, 'SweepScheduleGroup', {
+      removalPolicy: RemovalPolicy.DESTROY,
+    });
 
     // ------------------------------------------------ scheduler execution role
-    // Passed by the function in each CreateSchedule; its permissions are added below. Trusted by
-    // Scheduler only on behalf of this account's schedules in this stack's group (confused
-    // deputy: another group, or another account's Scheduler, cannot assume it).
+    // Passed by the function in each CreateSchedule, and used by the sweep schedule; its
+    // permissions are added below. Trusted by Scheduler only on behalf of this account's
+    // schedules in this stack's two groups (confused deputy: another group, or another account's
+    // Scheduler, cannot assume it).
     this.schedulerRole = new iam.Role(this, 'SchedulerRole', {
-      description: 'Assumed by EventBridge Scheduler to deliver task wake-ups to the function',
+      description: 'Assumed by EventBridge Scheduler to deliver task wake-ups and sweeps to the function',
       assumedBy: new iam.ServicePrincipal('scheduler.amazonaws.com', {
         conditions: {
           StringEquals: {
             'aws:SourceAccount': Aws.ACCOUNT_ID,
-            'aws:SourceArn': this.scheduleGroup.scheduleGroupArn,
+            'aws:SourceArn': [this.scheduleGroup.scheduleGroupArn, this.sweepScheduleGroup.scheduleGroupArn],
           },
         },
       }),
@@ -330,7 +377,7 @@ export class TaskSchedulerStack extends Stack {
     // ------------------------------------------------------ function policy
     // Exactly the calls the binary makes (shared/src/store/dynamodb.rs, shared/src/wake/aws.rs,
     // the dead-letter sender, shared/src/lambda/mod.rs): GetItem, PutItem, UpdateItem, DeleteItem
-    // and TransactWriteItems of two Puts (authorized as PutItem) on the table; Query on the two
+    // and TransactWriteItems of two Puts (authorized as PutItem) on the table; Query on the three
     // indexes only (the table itself is never queried); CreateSchedule and DeleteSchedule (never
     // GetSchedule); SendMessage to the delay queue and the failed-tasks queue; GetSecretValue.
     const indexArns = TABLE_KEYS.indexes.map((i) => `${this.table.tableArn}/index/${i.name}`);
@@ -346,6 +393,14 @@ export class TaskSchedulerStack extends Stack {
         sid: 'TaskQueries',
         actions: ['dynamodb:Query'],
         resources: indexArns,
+      }),
+    );
+    // The sweeper: one Query per shard of the pending index (then GetItem on the table, above).
+    this.functionRole.addToPrincipalPolicy(
+      new iam.PolicyStatement({
+        sid: 'SweepQueries',
+        actions: ['dynamodb:Query'],
+        resources: [`${this.table.tableArn}/index/${PENDING_INDEX.name}`],
       }),
     );
     this.functionRole.addToPrincipalPolicy(
@@ -386,6 +441,40 @@ export class TaskSchedulerStack extends Stack {
       .filter((c): c is iam.CfnPolicy => c instanceof iam.CfnPolicy)
       .map((p) => this.getLogicalId(p));
     (this.fn.node.defaultChild as lambda.CfnFunction).addOverride('DependsOn', functionPolicies);
+
+    // ---------------------------------------------------------------- sweeper
+    // One recurring schedule wakes the function with {"kind":"sweep"} every minute; the function
+    // queries each shard of the pending index for overdue tasks and re-arms them (it never
+    // delivers; a duplicate wake-up loses its claim). No retries: the next minute's sweep is the
+    // retry, and a sweep Scheduler could not invoke lands on the infrastructure DLQ (a fault of the
+    // stack: the DLQ alarm) after at most a minute. CloudFormation's AWS::Scheduler::Schedule has
+    // no ActionAfterCompletion: the API's default NONE applies, and a rate() schedule without an
+    // end date never completes, so nothing ever deletes it.
+    this.sweepSchedule = new scheduler.CfnSchedule(this, 'SweepSchedule', {
+      description: 'task-scheduler sweeper: re-arms every task that should be moving and is overdue',
+      // Ref (the group's name) rather than the L2's literal name: CloudFormation then creates
+      // the group first.
+      groupName: (this.sweepScheduleGroup.node.defaultChild as scheduler.CfnScheduleGroup).ref,
+      scheduleExpression: SWEEP_SCHEDULE_EXPRESSION,
+      flexibleTimeWindow: { mode: 'OFF' },
+      state: 'ENABLED',
+      target: {
+        arn: this.fn.functionArn,
+        roleArn: this.schedulerRole.roleArn,
+        input: JSON.stringify(SWEEP_EVENT),
+        retryPolicy: { maximumRetryAttempts: 0, maximumEventAgeInSeconds: 60 },
+        deadLetterConfig: { arn: this.deadLetterQueue.queueArn },
+      },
+    });
+    // The first sweep must find the role's permissions in place (else it would be dead-lettered
+    // on every deployment): wait for the role's policy, not redundantly for the role (GetAtt).
+    this.sweepSchedule.addOverride(
+      'DependsOn',
+      this.schedulerRole.node
+        .findAll()
+        .filter((c): c is iam.CfnPolicy => c instanceof iam.CfnPolicy)
+        .map((p) => this.getLogicalId(p)),
+    );
 
     // ------------------------------------------------------------- HTTP API
     this.accessLogGroup = new logs.LogGroup(this, 'ApiAccessLogs', {
@@ -452,6 +541,7 @@ export class TaskSchedulerStack extends Stack {
       failedTasksQueue: this.failedTasksQueue,
       delayQueue: this.delayQueue,
       scheduleGroup: this.scheduleGroup,
+      sweepScheduleGroup: this.sweepScheduleGroup,
       apiStage: this.apiStage,
       alarmEmail: props.alarmEmail,
       latenessAlarmMs: props.latenessAlarmMs ?? 5000,

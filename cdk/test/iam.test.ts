@@ -90,6 +90,8 @@ describe('task-scheduler stack: IAM', () => {
         Resource: getAtt(tableId),
       },
       { Effect: 'Allow', Action: ['dynamodb:Query'], Resource: [index('by_owner'), index('by_owner_status')] },
+      // the sweeper: Query on the pending index (one per shard), nothing else on it
+      { Effect: 'Allow', Action: 'dynamodb:Query', Resource: index('pending') },
       // the schedules of its own group: create and delete, never read
       { Effect: 'Allow', Action: ['scheduler:CreateSchedule', 'scheduler:DeleteSchedule'], Resource: scheduleArn },
       // the scheduler role, to Scheduler only
@@ -124,9 +126,15 @@ describe('task-scheduler stack: IAM', () => {
     for (const unused of ['dynamodb:ConditionCheckItem', 'dynamodb:Scan', 'dynamodb:BatchWriteItem', 'scheduler:GetSchedule']) {
       expect(actions).not.toContain(unused);
     }
-    // The table is queried through its indexes only.
+    // The table is queried through its indexes only: the two listing indexes and the sweeper's.
     const query = statements.filter((s) => asArray(s.Action).includes('dynamodb:Query'));
     expect(query.flatMap((s) => asArray(s.Resource))).not.toContainEqual(getAtt(tableId));
+    const indexName = (r: unknown) => JSON.stringify(r).match(/\/index\/([a-z_]+)"/)?.[1];
+    expect(query.flatMap((s) => asArray(s.Resource)).map(indexName).sort()).toEqual(['by_owner', 'by_owner_status', 'pending']);
+    // The pending index is only queried (no other action names it, and no index wildcard).
+    const onPending = statements.filter((s) => asArray(s.Resource).some((r) => indexName(r) === 'pending'));
+    expect([...new Set(onPending.flatMap((s) => asArray(s.Action)))]).toEqual(['dynamodb:Query']);
+    expect(JSON.stringify(statements)).not.toContain('/index/*');
     // The dead-letter queues take SendMessage and nothing else from the function.
     for (const queue of [dlqId, failedId]) {
       const onQueue = statements.filter((s) => asArray(s.Resource).some((r) => JSON.stringify(r) === JSON.stringify(getAtt(queue))));
@@ -149,7 +157,7 @@ describe('task-scheduler stack: IAM', () => {
     expect(wildcards).toEqual([expect.stringContaining(`:schedule/${groupName}/*`)]);
   });
 
-  test("scheduler role: trusted by scheduler.amazonaws.com for this account's schedule group only", () => {
+  test("scheduler role: trusted by scheduler.amazonaws.com for this account's two schedule groups only", () => {
     const role = template.findResources('AWS::IAM::Role')[schedulerRoleId];
     expect(role.Properties.AssumeRolePolicyDocument.Statement).toEqual([
       {
@@ -159,7 +167,8 @@ describe('task-scheduler stack: IAM', () => {
         Condition: {
           StringEquals: {
             'aws:SourceAccount': { Ref: 'AWS::AccountId' },
-            'aws:SourceArn': getAtt(id(stack.scheduleGroup)),
+            // the wake-ups' group and the sweeper's: the sweep schedule uses this role too
+            'aws:SourceArn': [getAtt(id(stack.scheduleGroup)), getAtt(id(stack.sweepScheduleGroup))],
           },
         },
       },

@@ -105,6 +105,42 @@ describe('task-scheduler stack: operations', () => {
     });
   });
 
+  test('alarm: the sweeper re-armed any task (> 0 in 5 minutes: a wake-up was lost)', () => {
+    expect(alarmOf(NAMESPACE, metricNamed('TasksRecovered'))).toEqual({
+      AlarmDescription: expect.stringContaining('sweeper re-armed'),
+      Namespace: NAMESPACE,
+      MetricName: 'TasksRecovered',
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 0,
+      ComparisonOperator: 'GreaterThanThreshold',
+      EvaluationPeriods: 1,
+      TreatMissingData: 'notBreaching',
+    });
+  });
+
+  test("alarm: the sweeper's schedule made no invocation attempt in 10 minutes (missing data breaches)", () => {
+    expect(alarmOf('AWS/Scheduler', 'InvocationAttemptCount')).toMatchObject({
+      Dimensions: [{ Name: 'ScheduleGroup', Value: stack.sweepScheduleGroup.scheduleGroupName }],
+      Statistic: 'Sum',
+      Period: 300,
+      Threshold: 1,
+      ComparisonOperator: 'LessThanThreshold',
+      EvaluationPeriods: 2,
+      DatapointsToAlarm: 2,
+      TreatMissingData: 'breaching',
+    });
+  });
+
+  test('dashboard: the sweeper, re-arms and sweeps, and both its alarms in the status widget', () => {
+    const body = dashboardBody(template);
+    expect(body).toContain(`["${NAMESPACE}","TasksRecovered",{"label":"re-armed by the sweeper","stat":"Sum"}]`);
+    expect(body).toContain(`["AWS/Scheduler","InvocationAttemptCount","ScheduleGroup","${stack.sweepScheduleGroup.scheduleGroupName}"`);
+    for (const alarm of [stack.operations.tasksRecoveredAlarm, stack.operations.sweeperNotRunningAlarm]) {
+      expect(body).toContain(JSON.stringify({ 'Fn::GetAtt': [id(alarm), 'Arn'] }));
+    }
+  });
+
   test("no alarm on the failed-tasks queue: a customer's failing webhook does not page", () => {
     const failed = JSON.stringify({ 'Fn::GetAtt': [id(stack.failedTasksQueue), 'QueueName'] });
     for (const [, alarm] of resourcesOfType(template, 'AWS::CloudWatch::Alarm')) {
@@ -212,7 +248,7 @@ describe('task-scheduler stack: operations', () => {
 
     test('every alarm notifies the topic on ALARM and OK', () => {
       const alarms = resourcesOfType(t, 'AWS::CloudWatch::Alarm');
-      expect(alarms).toHaveLength(7);
+      expect(alarms).toHaveLength(9);
       for (const [, alarm] of alarms) {
         expect(alarm.Properties.AlarmActions).toEqual([{ Ref: topicId }]);
         expect(alarm.Properties.OKActions).toEqual([{ Ref: topicId }]);

@@ -1,5 +1,5 @@
 import { Match } from 'aws-cdk-lib/assertions';
-import { DELAY_QUEUE_MAX_RECEIVES, DELAY_QUEUE_VISIBILITY, FUNCTION_TIMEOUT } from '../lib/task-scheduler-stack';
+import { DELAY_QUEUE_MAX_RECEIVES, DELAY_QUEUE_VISIBILITY, FUNCTION_TIMEOUT, PENDING_INDEX } from '../lib/task-scheduler-stack';
 import { onlyResource, resourcesOfType, synth } from './helpers';
 
 describe('task-scheduler stack: resources', () => {
@@ -19,7 +19,8 @@ describe('task-scheduler stack: resources', () => {
       'AWS::SQS::Queue': 3,
       'AWS::SQS::QueuePolicy': 3,
       'AWS::SecretsManager::Secret': 1,
-      'AWS::Scheduler::ScheduleGroup': 1,
+      'AWS::Scheduler::ScheduleGroup': 2,
+      'AWS::Scheduler::Schedule': 1,
       'AWS::IAM::Role': 2,
       'AWS::IAM::Policy': 2,
       'AWS::Logs::LogGroup': 2,
@@ -31,12 +32,12 @@ describe('task-scheduler stack: resources', () => {
       'AWS::ApiGatewayV2::Integration': 1,
       'AWS::ApiGatewayV2::Route': 8,
       'AWS::ApiGatewayV2::Stage': 1,
-      'AWS::CloudWatch::Alarm': 7,
+      'AWS::CloudWatch::Alarm': 9,
       'AWS::CloudWatch::Dashboard': 1,
     });
-    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 46 in the template.)
+    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 50 in the template.)
     template.resourceCountIs('AWS::Events::Rule', 0);
-    template.resourceCountIs('AWS::Scheduler::Schedule', 0); // created at run time, never by CDK
+    // The one schedule CDK creates is the sweeper's; wake-ups are created at run time.
   });
 
   describe('table', () => {
@@ -51,7 +52,7 @@ describe('task-scheduler stack: resources', () => {
       });
     });
 
-    test('the two GSIs the store queries, projection ALL', () => {
+    test("the two GSIs the store lists with, projection ALL, and the sweeper's sparse pending index, KEYS_ONLY", () => {
       const [, table] = onlyResource(template, 'AWS::DynamoDB::Table');
       expect(table.Properties.GlobalSecondaryIndexes).toEqual([
         {
@@ -70,16 +71,28 @@ describe('task-scheduler stack: resources', () => {
           ],
           Projection: { ProjectionType: 'ALL' },
         },
+        {
+          // The interface the Rust sweeper is built against: shard "00".."15", due time, keys only.
+          IndexName: 'pending',
+          KeySchema: [
+            { AttributeName: 'pending_shard', KeyType: 'HASH' },
+            { AttributeName: 'pending_at', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        },
       ]);
+      expect(PENDING_INDEX.shards).toBe(16);
       expect(table.Properties.AttributeDefinitions).toEqual(
         expect.arrayContaining([
           { AttributeName: 'pk', AttributeType: 'S' },
           { AttributeName: 'owner', AttributeType: 'S' },
           { AttributeName: 'owner_status', AttributeType: 'S' },
           { AttributeName: 'run_at_id', AttributeType: 'S' },
+          { AttributeName: 'pending_shard', AttributeType: 'S' },
+          { AttributeName: 'pending_at', AttributeType: 'S' },
         ]),
       );
-      expect(table.Properties.AttributeDefinitions).toHaveLength(4);
+      expect(table.Properties.AttributeDefinitions).toHaveLength(6);
     });
 
     test('kept and deletion-protected by default', () => {
@@ -200,10 +213,49 @@ describe('task-scheduler stack: resources', () => {
     });
   });
 
-  describe('schedule group', () => {
-    test('one group; schedules are created at run time', () => {
-      const [, group] = onlyResource(template, 'AWS::Scheduler::ScheduleGroup');
-      expect(group.Properties.Name).toMatch(/^TaskScheduler-ScheduleGroup-[A-F0-9]{8}$/);
+  describe('schedule groups', () => {
+    test("two groups: the wake-ups' (created at run time) and the sweeper's, both deleted with the stack", () => {
+      const groups = template.findResources('AWS::Scheduler::ScheduleGroup');
+      expect(groups[id(stack.scheduleGroup)].Properties.Name).toMatch(/^TaskScheduler-ScheduleGroup-[A-F0-9]{8}$/);
+      expect(groups[id(stack.sweepScheduleGroup)].Properties.Name).toMatch(/^TaskScheduler-SweepScheduleGroup-[A-F0-9]{8}$/);
+      for (const group of Object.values(groups)) expect(group.DeletionPolicy).toBe('Delete');
+    });
+  });
+
+  describe('sweeper schedule', () => {
+    const [scheduleId, schedule] = onlyResource(template, 'AWS::Scheduler::Schedule');
+
+    test('every minute, exactly, in its own group, enabled', () => {
+      expect(schedule.Properties.ScheduleExpression).toBe('rate(1 minute)');
+      expect(schedule.Properties.FlexibleTimeWindow).toEqual({ Mode: 'OFF' });
+      expect(schedule.Properties.State).toBe('ENABLED');
+      // A Ref, so that CloudFormation creates the group before the schedule.
+      expect(schedule.Properties.GroupName).toEqual({ Ref: id(stack.sweepScheduleGroup) });
+      // Not among the one-time wake-ups, whose `schedule/<group>/*` the function may delete.
+      expect(id(stack.sweepScheduleGroup)).not.toBe(id(stack.scheduleGroup));
+      // Never ends, so nothing deletes it after completion (CloudFormation has no
+      // ActionAfterCompletion; the API default is NONE).
+      for (const absent of ['EndDate', 'StartDate', 'ActionAfterCompletion', 'ScheduleExpressionTimezone']) {
+        expect(schedule.Properties).not.toHaveProperty(absent);
+      }
+    });
+
+    test('target: the function (unqualified) with {"kind":"sweep"}, through the scheduler role, no retries, the infrastructure DLQ', () => {
+      expect(schedule.Properties.Target).toEqual({
+        Arn: { 'Fn::GetAtt': [fnId, 'Arn'] },
+        RoleArn: { 'Fn::GetAtt': [id(stack.schedulerRole), 'Arn'] },
+        Input: '{"kind":"sweep"}',
+        RetryPolicy: { MaximumRetryAttempts: 0, MaximumEventAgeInSeconds: 60 },
+        DeadLetterConfig: { Arn: { 'Fn::GetAtt': [dlqId, 'Arn'] } },
+      });
+      expect(JSON.parse(schedule.Properties.Target.Input)).toEqual({ kind: 'sweep' });
+    });
+
+    test("it waits for the scheduler role's policy, so the first sweep is not dead-lettered", () => {
+      const [policyId] = resourcesOfType(template, 'AWS::IAM::Policy').find(([, p]) =>
+        p.Properties.Roles.some((r: any) => r.Ref === id(stack.schedulerRole)),
+      )!;
+      expect(template.toJSON().Resources[scheduleId].DependsOn).toEqual([policyId]);
     });
   });
 
