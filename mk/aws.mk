@@ -55,13 +55,18 @@ build-lambda: $(VENV)/.stamp ## Build target/lambda/task-scheduler/bootstrap wit
 CHAOS_TEST = $(CARGO) test --workspace --test chaos -- --ignored --nocapture
 .PHONY: test-chaos chaos
 
-test-chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, bounded (300 tasks, < 3 min): writes integration-tests/chaos-report.md
+test-chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, bounded (300 tasks, ~3 min) + the local host's full disk: writes integration-tests/chaos-report.md
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
 	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(CHAOS_TEST)'
+	$(FULL_DISK_TEST)
 
 chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, long (CHAOS_TASKS=1000 by default)
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
 	  CHAOS_TASKS=$${CHAOS_TASKS:-1000} CHAOS_CREATE_SECS=$${CHAOS_CREATE_SECS:-80} \
 	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(CHAOS_TEST)'
+# The local host's half (integration-tests/tests/crash.rs, ignored tests): a full disk, the
+# data directory on a small tmpfs mounted in a private mount namespace (root: unshare -m).
+FULL_DISK_TEST = $(APT_SUDO) unshare -m --propagation private env PATH="$$PATH" \
+  $(CARGO) test --workspace --test crash -- --ignored --nocapture

@@ -76,7 +76,7 @@ impl Config {
         Config {
             seed,
             tasks: env_or("CHAOS_TASKS", 300),
-            create_span: Duration::from_secs(env_or("CHAOS_CREATE_SECS", 25)),
+            create_span: Duration::from_secs(env_or("CHAOS_CREATE_SECS", 20)),
             sweep_period: Duration::from_millis(env_or("CHAOS_SWEEP_MS", 3_000)),
             kill_every: (
                 env_or("CHAOS_KILL_MIN_MS", 4_000),
@@ -92,6 +92,8 @@ impl Config {
                 lost_response: 0.04,
                 latency: 0.04,
                 max_latency: Duration::from_millis(400),
+                outage: 0.004,
+                outage_len: Duration::from_millis(env_or("CHAOS_OUTAGE_MS", 2_500)),
             },
         }
     }
@@ -446,7 +448,7 @@ async fn create(w: Arc<World>, past: Option<Arc<Killable>>, mut e: Entry) -> Ent
     match e.kind {
         Kind::Delay => body["delay_seconds"] = json!(w.rand(1.0, 7.0) as u64),
         Kind::Hours => {
-            body["run_at"] = json!(rfc3339(in_ms(125_000 + w.rand(0.0, 5_000.0) as i64)))
+            body["run_at"] = json!(rfc3339(in_ms(118_000 + w.rand(0.0, 4_000.0) as i64)))
         }
         _ => body["run_at"] = json!(rfc3339(in_ms(w.rand(2_000.0, 8_000.0) as i64))),
     }
@@ -489,7 +491,7 @@ async fn create(w: Arc<World>, past: Option<Arc<Killable>>, mut e: Entry) -> Ent
             tokio::time::sleep((at - Utc::now()).to_std().unwrap_or_default()).await;
             e.retries
                 .push(api(&w.f, "POST", &format!("/tasks/{id}/retry"), None, &[]).await);
-            let deadline = Instant::now() + Duration::from_secs(40);
+            let deadline = Instant::now() + Duration::from_secs(90);
             while dead_letters_for(&w, &id) == 0 && Instant::now() < deadline && !w.stopped() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -726,7 +728,11 @@ async fn nothing_acknowledged_is_lost_under_faults() {
             .filter(|(s, _)| *s >= 500)
             .map(|(_, b)| b)
             .collect();
-        if !errors_5xx.is_empty() && !found.is_empty() {
+        let says_so = |b: &&Value| {
+            let m = b.to_string().to_lowercase();
+            m.contains("may have") || m.contains("unknown outcome") || m.contains("may exist")
+        };
+        if !errors_5xx.is_empty() && !found.is_empty() && !errors_5xx.iter().all(says_so) {
             note(
                 "no error answered for a committed effect",
                 format!(

@@ -39,6 +39,10 @@ pub struct FaultRates {
     /// Forwarded after a delay of up to `max_latency`.
     pub latency: f64,
     pub max_latency: Duration,
+    /// Starts an outage of the call's operation: every call to it fails (500 or throttled)
+    /// for `outage_len`, long enough to outlast the SDK's own retries.
+    pub outage: f64,
+    pub outage_len: Duration,
 }
 
 impl FaultRates {
@@ -48,11 +52,20 @@ impl FaultRates {
         lost_response: 0.0,
         latency: 0.0,
         max_latency: Duration::ZERO,
+        outage: 0.0,
+        outage_len: Duration::ZERO,
     };
 }
 
 /// The kinds of fault, as counted.
-pub const KINDS: [&str; 5] = ["ok", "500", "throttle", "lost_response", "latency"];
+pub const KINDS: [&str; 6] = [
+    "ok",
+    "500",
+    "throttle",
+    "lost_response",
+    "latency",
+    "outage",
+];
 
 /// A lost answer: when, to which operation, and the request body (to find task ids in).
 #[derive(Debug, Clone)]
@@ -66,6 +79,8 @@ pub struct Lost {
 struct State {
     counts: BTreeMap<(String, &'static str), u64>,
     lost: Vec<Lost>,
+    /// Operations down until then.
+    outages: BTreeMap<String, Instant>,
 }
 
 /// The proxy; it stops when dropped.
@@ -266,10 +281,10 @@ impl Ctx {
                 return Ok(());
             };
             let op = req.operation();
-            let kind = self.pick();
+            let kind = self.pick(&op);
             self.count(&op, kind);
             match kind {
-                "500" => {
+                "500" | "outage" => {
                     write_response(&mut conn, 500, &error_headers(&req, "InternalFailure"), &{
                         error_body(&req, "InternalFailure", "injected server error")
                     })
@@ -313,11 +328,22 @@ impl Ctx {
         }
     }
 
-    fn pick(&self) -> &'static str {
+    fn pick(&self, op: &str) -> &'static str {
         if self.calm.load(Ordering::SeqCst) {
             return "ok";
         }
         let r = *self.rates.lock().unwrap();
+        let now = Instant::now();
+        {
+            let mut st = self.state.lock().unwrap();
+            if st.outages.get(op).is_some_and(|until| now < *until) {
+                return "outage";
+            }
+            if self.rng.lock().unwrap().random_range(0.0..1.0) < r.outage {
+                st.outages.insert(op.to_owned(), now + r.outage_len);
+                return "outage";
+            }
+        }
         let x: f64 = self.rng.lock().unwrap().random_range(0.0..1.0);
         let mut edge = 0.0;
         for (p, kind) in [
