@@ -51,7 +51,8 @@ build-lambda: $(VENV)/.stamp ## Build target/lambda/task-scheduler/bootstrap wit
 # The fault-injection rehearsal (issue 12 §5, integration-tests/tests/chaos.rs): faults on the
 # function's AWS calls through a seeded proxy, kills mid-invocation, duplicated and
 # dead-lettered SQS messages, dropped Scheduler invocations, the sweep every few seconds.
-# Knobs: CHAOS_SEED (replay), CHAOS_TASKS, CHAOS_SWEEP_MS, CHAOS_CREATE_SECS, CHAOS_REPORT.
+# Knobs: CHAOS_SEED (replay), CHAOS_TASKS, CHAOS_SWEEP_MS, CHAOS_GRACE_MS (the sweeper's grace
+# for an overdue scheduled task), CHAOS_CREATE_SECS, CHAOS_OUTAGE_MS, CHAOS_REPORT.
 CHAOS_TEST = $(CARGO) test --workspace --test chaos -- --ignored --nocapture
 .PHONY: test-chaos chaos
 

@@ -34,8 +34,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use integration_tests::{
     Receiver, Reply,
     aws::{
-        AwsRig, FaultProxy, FaultRates, Invoked, Killable, api_event, api_response, at_time,
-        sqs_event,
+        AwsRig, FaultProxy, FaultRates, Fleet, Invoked, api_event, api_response, at_time, sqs_event,
     },
     in_ms, parse_time, rfc3339,
 };
@@ -62,6 +61,10 @@ struct Config {
     /// Creates are spread over this span.
     create_span: Duration,
     sweep_period: Duration,
+    /// Execution environments of the function (Lambda's concurrency).
+    concurrency: usize,
+    /// The sweeper's grace before it re-arms an overdue `scheduled` task.
+    grace: Duration,
     kill_every: (u64, u64),
     duplicate_batches: f64,
     drop_schedules: f64,
@@ -78,6 +81,8 @@ impl Config {
             tasks: env_or("CHAOS_TASKS", 300),
             create_span: Duration::from_secs(env_or("CHAOS_CREATE_SECS", 20)),
             sweep_period: Duration::from_millis(env_or("CHAOS_SWEEP_MS", 3_000)),
+            grace: Duration::from_millis(env_or("CHAOS_GRACE_MS", 0)),
+            concurrency: env_or("CHAOS_CONCURRENCY", 3),
             kill_every: (
                 env_or("CHAOS_KILL_MIN_MS", 4_000),
                 env_or("CHAOS_KILL_MAX_MS", 9_000),
@@ -148,7 +153,7 @@ impl Stats {
 struct World {
     cfg: Config,
     rig: AwsRig,
-    f: Killable,
+    f: Fleet,
     receiver: Receiver,
     infra_dlq: String,
     stats: Stats,
@@ -174,7 +179,7 @@ impl World {
 }
 
 async fn api(
-    f: &Killable,
+    f: &Fleet,
     method: &str,
     path: &str,
     body: Option<&Value>,
@@ -384,8 +389,9 @@ async fn killer(w: Arc<World>) {
         if w.calm.load(Ordering::SeqCst) {
             return;
         }
+        let i = w.rand(0.0, 1_000.0) as usize;
         w.kills.lock().unwrap().push(Instant::now());
-        w.f.kill_and_restart().await.expect("restart the function");
+        w.f.kill_and_restart(i).await.expect("restart the function");
     }
 }
 
@@ -432,8 +438,8 @@ fn dead_letters_for(w: &World, id: &str) -> usize {
 
 /// Creates one task as a careful client does: with an idempotency key, retrying (3 tries)
 /// when told nothing or 5xx.
-async fn create(w: Arc<World>, past: Option<Arc<Killable>>, mut e: Entry) -> Entry {
-    let creator: &Killable = match &past {
+async fn create(w: Arc<World>, past: Option<Arc<Fleet>>, mut e: Entry) -> Entry {
+    let creator: &Fleet = match &past {
         Some(p) => p,
         None => &w.f,
     };
@@ -507,7 +513,7 @@ async fn create(w: Arc<World>, past: Option<Arc<Killable>>, mut e: Entry) -> Ent
 }
 
 /// Every task of the owner, through the API (faults off by then).
-async fn list_all(f: &Killable) -> Vec<Value> {
+async fn list_all(f: &Fleet) -> Vec<Value> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..1_000 {
@@ -543,8 +549,8 @@ fn terminal(status: &str) -> bool {
 async fn nothing_acknowledged_is_lost_under_faults() {
     let cfg = Config::from_env();
     println!(
-        "chaos: seed {} (CHAOS_SEED={} to replay), {} tasks, sweep every {:?}",
-        cfg.seed, cfg.seed, cfg.tasks, cfg.sweep_period
+        "chaos: seed {} (CHAOS_SEED={} to replay), {} tasks, sweep every {:?}, {} execution environments",
+        cfg.seed, cfg.seed, cfg.tasks, cfg.sweep_period, cfg.concurrency
     );
     let started = Instant::now();
     let rig = AwsRig::create().await;
@@ -565,9 +571,9 @@ async fn nothing_acknowledged_is_lost_under_faults() {
         .collect();
     // The secret is read at start-up: no faults until both functions are up.
     proxy.calm_down();
-    let f = Killable::start(&env, None).await.unwrap();
+    let f = Fleet::start(cfg.concurrency, &env, None).await.unwrap();
     let past = Arc::new(
-        Killable::start(&env, Some(TimeDelta::hours(-HOURS)))
+        Fleet::start(1, &env, Some(TimeDelta::hours(-HOURS)))
             .await
             .unwrap(),
     );
@@ -588,6 +594,8 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     proxy.resume();
 
     let mut background = vec![
+        tokio::spawn(pump(w.clone(), w.rig.delay_queue_url.clone())),
+        // The event source polls with several pollers, one batch per environment.
         tokio::spawn(pump(w.clone(), w.rig.delay_queue_url.clone())),
         tokio::spawn(scheduler(w.clone())),
         tokio::spawn(sweeper(w.clone())),
@@ -668,7 +676,10 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     proxy.calm_down();
     let _ = killer_task.await;
     let calm_at = Utc::now();
-    let settle_by = Instant::now() + 2 * cfg.sweep_period + LEASE + Duration::from_secs(10);
+    // The bound: due + the sweep period + the lease (+ the sweeper's own grace for a
+    // `scheduled` task, CHAOS_GRACE_MS), counted from when the faults stopped.
+    let settle_by =
+        Instant::now() + 2 * cfg.sweep_period + LEASE + cfg.grace + Duration::from_secs(10);
     let ids: HashMap<&str, &Entry> = acked
         .iter()
         .map(|e| (e.id.as_deref().unwrap(), *e))
@@ -880,11 +891,12 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     // The report.
     let mut r = String::new();
     r.push_str(&format!(
-        "## Fault-injection rehearsal (`make test-chaos`)\n\nSeed {} · {} tasks ({} acknowledged) · sweep every {:?} · {} s\n\n",
+        "## Fault-injection rehearsal (`make test-chaos`)\n\nSeed {} · {} tasks ({} acknowledged) · sweep every {:?} · {} execution environments · {} s\n\n",
         cfg.seed,
         entries.len(),
         acked.len(),
         cfg.sweep_period,
+        cfg.concurrency,
         elapsed.as_secs()
     ));
     r.push_str(&format!(

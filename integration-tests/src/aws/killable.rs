@@ -145,3 +145,53 @@ impl Killable {
             .join("\n--- restart ---\n")
     }
 }
+
+/// Several execution environments of one function, as Lambda scales out: an invocation goes
+/// to an idle one (else waits for one, round robin); a kill cuts one of them.
+pub struct Fleet {
+    envs: Vec<Killable>,
+    next: AtomicU64,
+}
+
+impl Fleet {
+    pub async fn start(
+        n: usize,
+        env: &[(String, String)],
+        clock_offset: Option<TimeDelta>,
+    ) -> anyhow::Result<Fleet> {
+        let mut envs = Vec::new();
+        for _ in 0..n.max(1) {
+            envs.push(Killable::start(env, clock_offset).await?);
+        }
+        Ok(Fleet {
+            envs,
+            next: AtomicU64::new(0),
+        })
+    }
+
+    pub async fn invoke(&self, event: &Value) -> Invoked {
+        let idle = self.envs.iter().find(|k| k.running.try_lock().is_ok());
+        let k = idle.unwrap_or_else(|| {
+            let i = self.next.fetch_add(1, Ordering::SeqCst) as usize;
+            &self.envs[i % self.envs.len()]
+        });
+        k.invoke(event).await
+    }
+
+    /// Kills environment `i` (modulo their number) mid-invocation and restarts it.
+    pub async fn kill_and_restart(&self, i: usize) -> anyhow::Result<()> {
+        self.envs[i % self.envs.len()].kill_and_restart().await
+    }
+
+    pub fn kills(&self) -> u64 {
+        self.envs.iter().map(Killable::kills).sum()
+    }
+
+    pub fn log_text(&self) -> String {
+        self.envs
+            .iter()
+            .map(Killable::log_text)
+            .collect::<Vec<_>>()
+            .join("\n=== next environment ===\n")
+    }
+}

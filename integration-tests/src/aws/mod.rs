@@ -27,7 +27,7 @@ pub use function::{
     Function, bootstrap_command, cargo_lambda, metric_values, moved_clock_env, runtime_emulator,
     start_bootstrap,
 };
-pub use killable::{Invoked, Killable};
+pub use killable::{Fleet, Invoked, Killable};
 pub use proxy::{FaultProxy, FaultRates};
 pub use recorder::Recorder;
 pub use rig::AwsRig;
