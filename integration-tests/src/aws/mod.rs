@@ -6,13 +6,17 @@
 //! - [`rig`]: the resources on moto, and the test playing Scheduler and SQS;
 //! - [`events`]: the events Lambda's sources send, and the API's answers inside them;
 //! - [`function`]: the binary on a Runtime API, its clock moved by libfaketime when asked;
-//! - [`recorder`]: which AWS operations the function made, from moto's request recorder.
+//! - [`recorder`]: which AWS operations the function made, from moto's request recorder;
+//! - [`proxy`]: faults on the function's AWS calls (the fault-injection rehearsal);
+//! - [`killable`]: a function killed mid-invocation and restarted.
 //!
 //! Needs `AWS_ENDPOINT_URL` (moto), `cargo-lambda` (`$CARGO_LAMBDA`, else on PATH) and, for
 //! a moved clock, libfaketime; `make test-aws` provides all three.
 
 pub mod events;
 pub mod function;
+pub mod killable;
+pub mod proxy;
 pub mod recorder;
 pub mod rig;
 
@@ -23,6 +27,8 @@ pub use function::{
     Function, bootstrap_command, cargo_lambda, metric_values, moved_clock_env, runtime_emulator,
     start_bootstrap,
 };
+pub use killable::{Fleet, Invoked, Killable};
+pub use proxy::{FaultProxy, FaultRates};
 pub use recorder::Recorder;
 pub use rig::AwsRig;
 pub use testkit::{emulator_endpoint, unique};
