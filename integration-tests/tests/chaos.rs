@@ -402,7 +402,7 @@ async fn dead_letters(w: Arc<World>) {
             .rig
             .sqs
             .receive_message()
-            .queue_url(&w.rig.dlq_url)
+            .queue_url(&w.rig.failed_tasks_queue_url)
             .max_number_of_messages(10)
             .send()
             .await
@@ -419,7 +419,7 @@ async fn dead_letters(w: Arc<World>) {
                 .rig
                 .sqs
                 .delete_message()
-                .queue_url(&w.rig.dlq_url)
+                .queue_url(&w.rig.failed_tasks_queue_url)
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
                 .send()
                 .await;

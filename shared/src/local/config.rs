@@ -180,15 +180,8 @@ impl LocalConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::config::lookup as env;
 
     fn with(k: &'static str, v: &str) -> Result<LocalConfig, ConfigError> {
         LocalConfig::from_lookup(None, env(&[(k, v)]))

@@ -109,7 +109,7 @@ async fn created(store: &Store, t: &Task) {
     }
 }
 
-fn claimed(outcome: ClaimOutcome) -> Task {
+pub(crate) fn claimed(outcome: ClaimOutcome) -> Task {
     match outcome {
         ClaimOutcome::Claimed(t) => t,
         ClaimOutcome::Rejected(t) => panic!("expected a claim, rejected with {t:?}"),

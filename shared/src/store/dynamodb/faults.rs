@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::domain::RetryHint;
-use crate::store::contract::{delivery, owner, t0, task};
+use crate::store::contract::{claimed, delivery, owner, t0, task};
 
 #[derive(Debug, Clone)]
 enum Fault {
@@ -172,13 +172,6 @@ async fn rig() -> (Proxy, DynamoStore, DynamoStore, Client, String) {
     let proxy = Proxy::start().await;
     let lossy = proxy.store(&table).await;
     (proxy, lossy, direct, client, table)
-}
-
-fn claimed(outcome: ClaimOutcome) -> Task {
-    match outcome {
-        ClaimOutcome::Claimed(t) => t,
-        ClaimOutcome::Rejected(t) => panic!("expected a claim, rejected with {t:?}"),
-    }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::RetryHint;
-use crate::store::contract::{delivery, owner, t0, task};
+use crate::store::contract::{claimed, delivery, owner, t0, task};
 
 async fn expires_at(client: &Client, table: &str, pk: String) -> Option<i64> {
     let item = client
@@ -18,13 +18,6 @@ async fn expires_at(client: &Client, table: &str, pk: String) -> Option<i64> {
         .expect("the item exists");
     item.get("expires_at")
         .map(|v| v.as_n().unwrap().parse().unwrap())
-}
-
-fn claimed(outcome: ClaimOutcome) -> Task {
-    match outcome {
-        ClaimOutcome::Claimed(t) => t,
-        ClaimOutcome::Rejected(t) => panic!("expected a claim, rejected with {t:?}"),
-    }
 }
 
 #[tokio::test]
