@@ -24,10 +24,12 @@ done
 [[ -n "$addr" ]] || { cat "$work/server.log"; exit 1; }
 secret=$(cat "$work/data/signing-secret")
 
+# Runs in a subshell (`< <(deliver_to ...)`), so its receiver is not in the parent's `pids`:
+# it stops its own receiver before returning.
 deliver_to() { # $1 = secret the receiver trusts; prints the task's final status
-  local port; port=$(free_port)
+  local port receiver; port=$(free_port)
   WEBHOOK_SECRET="$1" "$PY" scripts/receiver.py "$port" >"$work/receiver-$port.log" 2>&1 &
-  pids+=($!)
+  receiver=$!
   for _ in $(seq 50); do grep -q receiver "$work/receiver-$port.log" 2>/dev/null && break; sleep 0.1; done
   local id
   id=$(curl -sf -X POST "http://$addr/tasks" -H 'Content-Type: application/json' \
@@ -39,6 +41,8 @@ deliver_to() { # $1 = secret the receiver trusts; prints the task's final status
     [[ "$status" == completed || "$status" == failed ]] && break
     sleep 0.1
   done
+  kill "$receiver" 2>/dev/null || true
+  wait "$receiver" 2>/dev/null || true
   echo "$status $port"
 }
 
