@@ -8,8 +8,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::api::{self, Auth};
-use crate::app::{Ports, Scheduler};
-use crate::domain::{AttemptOutcome, Delivery, RetryHint, Task, WakeUp};
+use crate::app::{CreateCommand, Created, Ports, Scheduler};
+use crate::domain::{
+    Action, AttemptOutcome, Delivery, HttpMethod, NewTask, Owner, RetryHint, RetryPolicy, Task,
+    TimeoutSeconds, WakeUp, WebhookAction, WebhookHeaders, WebhookUrl,
+};
 use crate::ports::{
     AllowAllTargets, Clock, DeadLetters, NoMetrics, PortError, TargetPolicy, TargetRefused, Waker,
     WebhookClient,
@@ -201,5 +204,49 @@ impl Rig {
 
     pub(crate) fn last_armed(&self) -> Option<(WakeUp, DateTime<Utc>)> {
         self.waker.armed.lock().unwrap().last().copied()
+    }
+}
+
+/// Alice's create of a webhook to `https://example.com/h` at `run_at`, retried up to
+/// `max_attempts` with one-second backoffs.
+pub(crate) fn command(run_at: DateTime<Utc>, max_attempts: i64) -> CreateCommand {
+    CreateCommand {
+        owner: Owner::parse("alice").unwrap(),
+        task: NewTask {
+            action: Action::Webhook(WebhookAction {
+                url: WebhookUrl::parse("https://example.com/h").unwrap(),
+                method: HttpMethod::Post,
+                headers: WebhookHeaders::default(),
+                data: None,
+            }),
+            run_at,
+            retry: RetryPolicy::parse(Some(max_attempts), Some(1), Some(1)).unwrap(),
+            timeout: TimeoutSeconds::default(),
+        },
+        idempotency: None,
+    }
+}
+
+/// Creates [`command`]'s task through the use case; it must be new.
+pub(crate) async fn create(
+    scheduler: &Scheduler,
+    run_at: DateTime<Utc>,
+    max_attempts: i64,
+) -> Task {
+    match scheduler
+        .create(command(run_at, max_attempts))
+        .await
+        .unwrap()
+    {
+        Created::New(t) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The wake-up of a task's current attempt.
+pub(crate) fn wake(t: &Task) -> WakeUp {
+    WakeUp {
+        task_id: t.id,
+        attempt: t.attempt_number(),
     }
 }

@@ -8,10 +8,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 
 use super::*;
-use crate::domain::{
-    Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
-};
-use crate::fakes::{RecordingDeadLetters, Rig, ScriptedWebhook};
+use crate::fakes::{RecordingDeadLetters, Rig, ScriptedWebhook, create, wake};
 use crate::ports::{AllowAllTargets, NoMetrics};
 use crate::store::SqliteStore;
 
@@ -42,42 +39,6 @@ impl Waker for FlakyWaker {
     }
     async fn disarm(&self, _wake: WakeUp) -> Result<(), PortError> {
         Ok(())
-    }
-}
-
-fn command(run_at: DateTime<Utc>, max_attempts: i64) -> CreateCommand {
-    CreateCommand {
-        owner: Owner::parse("alice").unwrap(),
-        task: NewTask {
-            action: Action::Webhook(WebhookAction {
-                url: WebhookUrl::parse("https://example.com/h").unwrap(),
-                method: HttpMethod::Post,
-                headers: WebhookHeaders::default(),
-                data: None,
-            }),
-            run_at,
-            retry: RetryPolicy::parse(Some(max_attempts), Some(1), Some(1)).unwrap(),
-            timeout: TimeoutSeconds::default(),
-        },
-        idempotency: None,
-    }
-}
-
-async fn create(scheduler: &Scheduler, run_at: DateTime<Utc>, max_attempts: i64) -> Task {
-    match scheduler
-        .create(command(run_at, max_attempts))
-        .await
-        .unwrap()
-    {
-        Created::New(t) => t,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn wake(t: &Task) -> WakeUp {
-    WakeUp {
-        task_id: t.id,
-        attempt: t.attempt_number(),
     }
 }
 

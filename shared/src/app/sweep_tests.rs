@@ -9,10 +9,7 @@ use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 
 use super::*;
-use crate::domain::{
-    Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
-};
-use crate::fakes::ScriptedWebhook;
+use crate::fakes::{ScriptedWebhook, command, create, wake};
 use crate::ports::AllowAllTargets;
 use crate::store::SqliteStore;
 
@@ -180,43 +177,6 @@ fn alice() -> Owner {
     Owner::parse("alice").unwrap()
 }
 
-fn command(run_at: DateTime<Utc>, max_attempts: i64) -> CreateCommand {
-    CreateCommand {
-        owner: alice(),
-        task: NewTask {
-            action: Action::Webhook(WebhookAction {
-                url: WebhookUrl::parse("https://example.com/h").unwrap(),
-                method: HttpMethod::Post,
-                headers: WebhookHeaders::default(),
-                data: None,
-            }),
-            run_at,
-            retry: RetryPolicy::parse(Some(max_attempts), Some(1), Some(1)).unwrap(),
-            timeout: TimeoutSeconds::default(),
-        },
-        idempotency: None,
-    }
-}
-
-async fn create(rig: &Rig, run_at: DateTime<Utc>, max_attempts: i64) -> Task {
-    match rig
-        .scheduler
-        .create(command(run_at, max_attempts))
-        .await
-        .unwrap()
-    {
-        Created::New(t) => t,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn wake(t: &Task) -> WakeUp {
-    WakeUp {
-        task_id: t.id,
-        attempt: t.attempt_number(),
-    }
-}
-
 fn armed(rig: &Rig) -> Vec<(WakeUp, DateTime<Utc>)> {
     rig.waker.armed.lock().unwrap().clone()
 }
@@ -243,7 +203,7 @@ async fn a_create_whose_arming_fails_is_created_and_left_to_the_sweeper() {
 #[tokio::test]
 async fn a_retry_whose_arming_fails_succeeds_and_is_left_to_the_sweeper() {
     let rig = rig(ScriptedWebhook::answering(&[RetryHint::Permanent]));
-    let t = create(&rig, rig.clock.now(), 1).await;
+    let t = create(&rig.scheduler, rig.clock.now(), 1).await;
     rig.clock.advance(TimeDelta::milliseconds(1));
     assert_eq!(
         rig.scheduler.fire(wake(&t)).await.unwrap(),
@@ -269,7 +229,7 @@ async fn a_retry_whose_arming_fails_succeeds_and_is_left_to_the_sweeper() {
 #[tokio::test]
 async fn a_dead_letter_that_failed_to_send_is_sent_by_the_redelivered_wake_up() {
     let rig = rig(ScriptedWebhook::answering(&[RetryHint::Permanent]));
-    let t = create(&rig, rig.clock.now(), 1).await;
+    let t = create(&rig.scheduler, rig.clock.now(), 1).await;
     rig.clock.advance(TimeDelta::milliseconds(1));
     rig.dead_letters.down.store(true, Ordering::SeqCst);
     assert!(rig.scheduler.fire(wake(&t)).await.is_err());
@@ -292,7 +252,7 @@ async fn a_dead_letter_that_failed_to_send_is_sent_by_the_redelivered_wake_up() 
 #[tokio::test]
 async fn a_claim_the_store_refused_but_the_domain_allows_is_armed_again() {
     let rig = rig(ScriptedWebhook::default());
-    let t = create(&rig, rig.clock.now(), 3).await;
+    let t = create(&rig.scheduler, rig.clock.now(), 3).await;
     rig.waker.armed.lock().unwrap().clear();
     rig.refusing.refuse.store(1, Ordering::SeqCst);
 
@@ -322,7 +282,7 @@ async fn a_claim_the_store_refused_but_the_domain_allows_is_armed_again() {
 async fn due_times_are_whole_milliseconds() {
     let rig = rig(ScriptedWebhook::default());
     assert_ne!(rig.clock.now().timestamp_subsec_nanos() % 1_000_000, 0);
-    let t = create(&rig, rig.clock.now() + TimeDelta::seconds(60), 3).await;
+    let t = create(&rig.scheduler, rig.clock.now() + TimeDelta::seconds(60), 3).await;
     let stored = rig.store.get(t.id).await.unwrap().unwrap();
     for at in [stored.run_at, stored.next_attempt_at.unwrap()] {
         assert_eq!(at.timestamp_subsec_nanos() % 1_000_000, 0, "{at}");
@@ -338,9 +298,9 @@ async fn due_times_are_whole_milliseconds() {
 async fn the_sweeper_rearms_lost_wake_ups_after_the_grace_and_never_delivers() {
     let rig = rig(ScriptedWebhook::default());
     let due = rig.clock.now() + TimeDelta::seconds(10);
-    let lost = create(&rig, due, 3).await;
-    let claimed = create(&rig, due, 3).await;
-    let later = create(&rig, due + TimeDelta::hours(1), 3).await;
+    let lost = create(&rig.scheduler, due, 3).await;
+    let claimed = create(&rig.scheduler, due, 3).await;
+    let later = create(&rig.scheduler, due + TimeDelta::hours(1), 3).await;
     // `claimed` is claimed at its due time by a process that then dies.
     let ClaimOutcome::Claimed(running) = rig.store.claim(claimed.id, 1, due).await.unwrap() else {
         panic!("claimable at its due time")
@@ -413,7 +373,7 @@ async fn the_sweeper_rearms_lost_wake_ups_after_the_grace_and_never_delivers() {
 #[tokio::test]
 async fn the_sweeper_sends_a_dead_letter_whose_send_failed() {
     let rig = rig(ScriptedWebhook::answering(&[RetryHint::Permanent]));
-    let t = create(&rig, rig.clock.now(), 1).await;
+    let t = create(&rig.scheduler, rig.clock.now(), 1).await;
     rig.clock.advance(TimeDelta::milliseconds(1));
     rig.dead_letters.down.store(true, Ordering::SeqCst);
     assert!(rig.scheduler.fire(wake(&t)).await.is_err());
@@ -456,7 +416,7 @@ async fn the_sweeper_sends_a_dead_letter_whose_send_failed() {
 #[tokio::test]
 async fn a_task_written_within_the_grace_is_left_to_its_writer() {
     let rig = rig(ScriptedWebhook::default());
-    create(&rig, rig.clock.now() - TimeDelta::hours(1), 3).await;
+    create(&rig.scheduler, rig.clock.now() - TimeDelta::hours(1), 3).await;
     rig.waker.armed.lock().unwrap().clear();
     rig.clock.advance(SWEEP_GRACE - TimeDelta::milliseconds(1));
     assert_eq!(

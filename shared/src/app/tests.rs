@@ -7,7 +7,7 @@ use super::*;
 use crate::domain::{
     Action, HttpMethod, RetryPolicy, TimeoutSeconds, WebhookAction, WebhookHeaders, WebhookUrl,
 };
-use crate::fakes::{BlockHost, Rig, ScriptedWebhook, TokioClock};
+use crate::fakes::{BlockHost, Rig, ScriptedWebhook, TokioClock, wake};
 use crate::ports::{AllowAllTargets, SystemClock};
 
 fn owner(name: &str) -> Owner {
@@ -37,13 +37,6 @@ async fn create(rig: &Rig, run_at: DateTime<Utc>, max_attempts: i64) -> Task {
     match rig.scheduler.create(cmd).await.unwrap() {
         Created::New(t) => t,
         other => panic!("{other:?}"),
-    }
-}
-
-fn wake(t: &Task) -> WakeUp {
-    WakeUp {
-        task_id: t.id,
-        attempt: t.attempt_number(),
     }
 }
 

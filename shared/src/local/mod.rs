@@ -171,12 +171,8 @@ mod tests {
     use chrono::{TimeDelta, Utc};
 
     use super::*;
-    use crate::app::{CreateCommand, Created, SWEEP_GRACE};
-    use crate::domain::{
-        Action, HttpMethod, NewTask, Owner, RetryPolicy, TimeoutSeconds, WebhookAction,
-        WebhookHeaders, WebhookUrl,
-    };
-    use crate::fakes::{Rig, ScriptedWebhook, TokioClock};
+    use crate::app::SWEEP_GRACE;
+    use crate::fakes::{Rig, ScriptedWebhook, TokioClock, create};
     use crate::ports::AllowAllTargets;
 
     /// The local sweeper runs every interval and re-arms a task whose wake-up was lost; it
@@ -189,24 +185,7 @@ mod tests {
             Arc::new(AllowAllTargets),
             Arc::new(clock),
         );
-        let cmd = CreateCommand {
-            owner: Owner::parse("alice").unwrap(),
-            task: NewTask {
-                action: Action::Webhook(WebhookAction {
-                    url: WebhookUrl::parse("https://example.com/h").unwrap(),
-                    method: HttpMethod::Post,
-                    headers: WebhookHeaders::default(),
-                    data: None,
-                }),
-                run_at: clock.now() + TimeDelta::seconds(1),
-                retry: RetryPolicy::default(),
-                timeout: TimeoutSeconds::default(),
-            },
-            idempotency: None,
-        };
-        let Created::New(t) = rig.scheduler.create(cmd).await.unwrap() else {
-            panic!("created")
-        };
+        let t = create(&rig.scheduler, clock.now() + TimeDelta::seconds(1), 3).await;
         // The wake-up is lost.
         rig.waker.armed.lock().unwrap().clear();
         let stop = CancellationToken::new();
