@@ -43,6 +43,13 @@ async fn call(
     api_response(&resp)
 }
 
+/// Creates a task as Alice through the function; it must be accepted (201). Its id.
+async fn created(f: &Function, body: &Value) -> String {
+    let (status, task) = call(f, "POST", "/tasks", Some(body), Some(ALICE)).await;
+    assert_eq!(status, 201, "{task}");
+    task["task_id"].as_str().unwrap().to_owned()
+}
+
 fn create_body(url: &str, run_at: chrono::DateTime<Utc>) -> Value {
     json!({
         "action": "webhook",
@@ -92,16 +99,7 @@ async fn a_task_due_in_ten_seconds_is_delivered_once_within_a_second() {
     let f = Function::start(&rig.function_env(), None).await.unwrap();
 
     let run_at = in_ms(10_000);
-    let (status, task) = call(
-        &f,
-        "POST",
-        "/tasks",
-        Some(&create_body(&receiver.url("/hook"), run_at)),
-        Some(ALICE),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["task_id"].as_str().unwrap().to_owned();
+    let id = created(&f, &create_body(&receiver.url("/hook"), run_at)).await;
     // Without the IAM authorizer context there is no caller: 401, nothing stored.
     let (status, err) = call(&f, "GET", &format!("/tasks/{id}"), None, None).await;
     assert_eq!(
@@ -211,16 +209,7 @@ async fn a_task_two_hours_ahead_gets_a_schedule_whose_firing_rearms_on_the_delay
     let f = Function::start(&rig.function_env(), None).await.unwrap();
 
     let run_at = in_ms(2 * 3_600_000);
-    let (status, task) = call(
-        &f,
-        "POST",
-        "/tasks",
-        Some(&create_body(&receiver.url("/later"), run_at)),
-        Some(ALICE),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["task_id"].as_str().unwrap().to_owned();
+    let id = created(&f, &create_body(&receiver.url("/later"), run_at)).await;
 
     // Exactly one schedule, named <task>-<attempt>, with every field as designed.
     let name = format!("{id}-1");
@@ -364,16 +353,7 @@ async fn cancel_deletes_the_pending_schedule_and_a_late_wake_up_delivers_nothing
     let receiver = Receiver::start().await;
     let f = Function::start(&rig.function_env(), None).await.unwrap();
     let run_at = in_ms(3 * 3_600_000);
-    let (status, task) = call(
-        &f,
-        "POST",
-        "/tasks",
-        Some(&create_body(&receiver.url("/never"), run_at)),
-        Some(ALICE),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let id = task["task_id"].as_str().unwrap().to_owned();
+    let id = created(&f, &create_body(&receiver.url("/never"), run_at)).await;
     let name = format!("{id}-1");
     assert!(rig.get_schedule(&name).await.is_some());
 
@@ -434,9 +414,7 @@ async fn retries_back_off_then_the_last_failure_goes_to_the_failed_tasks_queue()
     for path in ["/flaky", "/down"] {
         let mut body = create_body(&receiver.url(path), in_ms(500));
         body["retry"] = retry.clone();
-        let (status, task) = call(&f, "POST", "/tasks", Some(&body), Some(ALICE)).await;
-        assert_eq!(status, 201, "{task}");
-        ids.push(task["task_id"].as_str().unwrap().to_owned());
+        ids.push(created(&f, &body).await);
     }
     pump_until(&rig, &f, Duration::from_secs(30), || {
         receiver.arrivals_at("/flaky").len() >= 2 && receiver.arrivals_at("/down").len() >= 3
@@ -568,16 +546,7 @@ async fn a_lost_wake_up_is_rearmed_by_the_sweep_and_delivered_once() {
     receiver.script("/hook", [], Reply::ok());
     let f = Function::start(&rig.function_env(), None).await.unwrap();
     let run_at = in_ms(500);
-    let (status, task) = call(
-        &f,
-        "POST",
-        "/tasks",
-        Some(&create_body(&receiver.url("/hook"), run_at)),
-        Some(ALICE),
-    )
-    .await;
-    assert_eq!(status, 201, "{task}");
-    let id = task["task_id"].as_str().unwrap().to_owned();
+    let id = created(&f, &create_body(&receiver.url("/hook"), run_at)).await;
     // The wake-up is lost.
     let msgs = rig.receive(Duration::from_secs(5)).await;
     assert_eq!(msgs.len(), 1, "{msgs:?}");
