@@ -17,6 +17,35 @@ use integration_tests::{App, Receiver, Reply};
 use rand::Rng;
 use serde_json::json;
 
+/// Waits until every path in `wanted` has arrived at least once; otherwise fails naming the
+/// first ten that never did (`when` says after what), with the server's output.
+async fn all_delivered(
+    recv: &Receiver,
+    wanted: &HashSet<String>,
+    within: Duration,
+    app: &App,
+    when: &str,
+) {
+    let delivered = recv
+        .wait_until(within, |arrivals| {
+            let got: HashSet<&str> = arrivals.iter().map(|a| a.path.as_str()).collect();
+            wanted.iter().all(|p| got.contains(p.as_str()))
+        })
+        .await;
+    if let Err(arrivals) = delivered {
+        let got: HashSet<String> = arrivals.into_iter().map(|a| a.path).collect();
+        let lost: Vec<&String> = wanted
+            .iter()
+            .filter(|p| !got.contains(*p))
+            .take(10)
+            .collect();
+        panic!(
+            "acknowledged tasks never delivered{when} (first 10): {lost:?}\n{}",
+            app.output().text()
+        );
+    }
+}
+
 /// How long the receiver holds each delivery, so that some are in flight at every kill.
 const HOLD: Duration = Duration::from_millis(40);
 const KILLS: usize = 5;
@@ -108,24 +137,7 @@ async fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         "too few tasks to mean anything: {}",
         acked.len()
     );
-    let delivered = recv
-        .wait_until(Duration::from_secs(30), |arrivals| {
-            let got: HashSet<&str> = arrivals.iter().map(|a| a.path.as_str()).collect();
-            wanted.iter().all(|p| got.contains(p.as_str()))
-        })
-        .await;
-    if let Err(arrivals) = delivered {
-        let got: HashSet<String> = arrivals.into_iter().map(|a| a.path).collect();
-        let lost: Vec<&String> = wanted
-            .iter()
-            .filter(|p| !got.contains(*p))
-            .take(10)
-            .collect();
-        panic!(
-            "acknowledged tasks never delivered (first 10): {lost:?}\n{}",
-            app.output().text()
-        );
-    }
+    all_delivered(&recv, &wanted, Duration::from_secs(30), &app, "").await;
     // Time for a late duplicate to show up.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -292,28 +304,18 @@ async fn a_full_disk_refuses_honestly_and_loses_nothing_acknowledged() {
     // A wake-up that failed on the full disk is tried again 61 s later (past the longest
     // lease: RETRY_FAILED_WAKE in shared/src/app): that is the recovery bound here.
     let freed = Instant::now();
-    let delivered = recv
-        .wait_until(Duration::from_secs(90), |arrivals| {
-            let got: HashSet<&str> = arrivals.iter().map(|a| a.path.as_str()).collect();
-            wanted.iter().all(|p| got.contains(p.as_str()))
-        })
-        .await;
+    all_delivered(
+        &recv,
+        &wanted,
+        Duration::from_secs(90),
+        &app,
+        " after a full disk",
+    )
+    .await;
     println!(
         "full disk: the acknowledged tasks delivered {:?} after space came back",
         freed.elapsed()
     );
-    if let Err(arrivals) = delivered {
-        let got: HashSet<String> = arrivals.into_iter().map(|a| a.path).collect();
-        let lost: Vec<&String> = wanted
-            .iter()
-            .filter(|p| !got.contains(*p))
-            .take(10)
-            .collect();
-        panic!(
-            "acknowledged tasks never delivered after a full disk (first 10): {lost:?}\n{}",
-            app.output().text()
-        );
-    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     for a in recv.arrivals() {
         assert!(
