@@ -173,6 +173,16 @@ fn rig(webhook: ScriptedWebhook) -> Rig {
     }
 }
 
+impl Rig {
+    /// One sweep at the rig's clock.
+    async fn sweep(&self) -> Recovered {
+        self.scheduler
+            .recover(&self.store, self.clock.now())
+            .await
+            .unwrap()
+    }
+}
+
 fn alice() -> Owner {
     Owner::parse("alice").unwrap()
 }
@@ -311,33 +321,19 @@ async fn the_sweeper_rearms_lost_wake_ups_after_the_grace_and_never_delivers() {
     // Within the grace of the due time: left to the wake-up on its way.
     rig.clock
         .advance(lost.run_at + SWEEP_GRACE - TimeDelta::milliseconds(1) - rig.clock.now());
-    assert_eq!(
-        rig.scheduler
-            .recover(&rig.store, rig.clock.now())
-            .await
-            .unwrap(),
-        Recovered::default()
-    );
+    assert_eq!(rig.sweep().await, Recovered::default());
     assert!(armed(&rig).is_empty());
     // At the grace: the scheduled task is re-armed for its due time (the lease has not
     // expired yet).
     rig.clock.advance(TimeDelta::milliseconds(1));
-    let swept = rig
-        .scheduler
-        .recover(&rig.store, rig.clock.now())
-        .await
-        .unwrap();
+    let swept = rig.sweep().await;
     assert_eq!(swept.rearmed, 1, "{swept:?}");
     assert_eq!(armed(&rig), vec![(wake(&lost), lost.run_at)]);
     // Past the lease and the grace: the running attempt is re-armed for its lease end, so
     // that it is re-claimed.
     rig.waker.armed.lock().unwrap().clear();
     rig.clock.advance(lease + SWEEP_GRACE - rig.clock.now());
-    let swept = rig
-        .scheduler
-        .recover(&rig.store, rig.clock.now())
-        .await
-        .unwrap();
+    let swept = rig.sweep().await;
     let mut again = armed(&rig);
     again.sort();
     let mut expected = vec![(wake(&lost), lost.run_at), (wake(&running), lease)];
@@ -354,13 +350,7 @@ async fn the_sweeper_rearms_lost_wake_ups_after_the_grace_and_never_delivers() {
     }
     assert_eq!(rig.webhook.call_count(), 2);
     rig.waker.armed.lock().unwrap().clear();
-    assert_eq!(
-        rig.scheduler
-            .recover(&rig.store, rig.clock.now())
-            .await
-            .unwrap(),
-        Recovered::default()
-    );
+    assert_eq!(rig.sweep().await, Recovered::default());
     assert!(armed(&rig).is_empty());
     assert_eq!(
         rig.store.get(later.id).await.unwrap().unwrap().status,
@@ -380,18 +370,10 @@ async fn the_sweeper_sends_a_dead_letter_whose_send_failed() {
     let failed_at = rig.clock.now();
     // Still down at the first sweep past the grace: counted as failed, kept for the next.
     rig.clock.advance(SWEEP_GRACE + TimeDelta::milliseconds(1));
-    let swept = rig
-        .scheduler
-        .recover(&rig.store, rig.clock.now())
-        .await
-        .unwrap();
+    let swept = rig.sweep().await;
     assert_eq!(swept.failed, 1, "{swept:?}");
     rig.dead_letters.down.store(false, Ordering::SeqCst);
-    let swept = rig
-        .scheduler
-        .recover(&rig.store, rig.clock.now())
-        .await
-        .unwrap();
+    let swept = rig.sweep().await;
     assert_eq!(swept.dead_letters, 1, "{swept:?}");
     assert_eq!(*rig.dead_letters.sent.lock().unwrap(), vec![t.id]);
     let stored = rig.store.get(t.id).await.unwrap().unwrap();
@@ -400,13 +382,7 @@ async fn the_sweeper_sends_a_dead_letter_whose_send_failed() {
     assert!(stored.pending_at().is_none());
     assert!(rig.clock.now() - failed_at <= SWEEP_GRACE + TimeDelta::milliseconds(1));
     // Sent once: the next sweep finds nothing.
-    assert_eq!(
-        rig.scheduler
-            .recover(&rig.store, rig.clock.now())
-            .await
-            .unwrap(),
-        Recovered::default()
-    );
+    assert_eq!(rig.sweep().await, Recovered::default());
     assert_eq!(rig.dead_letters.sent.lock().unwrap().len(), 1);
     assert_eq!(rig.webhook.call_count(), 1);
 }
@@ -419,22 +395,9 @@ async fn a_task_written_within_the_grace_is_left_to_its_writer() {
     create(&rig.scheduler, rig.clock.now() - TimeDelta::hours(1), 3).await;
     rig.waker.armed.lock().unwrap().clear();
     rig.clock.advance(SWEEP_GRACE - TimeDelta::milliseconds(1));
-    assert_eq!(
-        rig.scheduler
-            .recover(&rig.store, rig.clock.now())
-            .await
-            .unwrap(),
-        Recovered::default()
-    );
+    assert_eq!(rig.sweep().await, Recovered::default());
     rig.clock.advance(TimeDelta::milliseconds(1));
-    assert_eq!(
-        rig.scheduler
-            .recover(&rig.store, rig.clock.now())
-            .await
-            .unwrap()
-            .rearmed,
-        1
-    );
+    assert_eq!(rig.sweep().await.rearmed, 1);
 }
 
 /// §2 a and b over HTTP: the answers are 201 and 200, never the 500 that says "nothing was
@@ -475,11 +438,7 @@ async fn over_http_a_write_whose_arming_failed_is_answered_as_done() {
     // Delivered by the sweeper's wake-up, it fails for good; /retry's arming fails too.
     rig.waker.down.store(false, Ordering::SeqCst);
     rig.clock.advance(SWEEP_GRACE + TimeDelta::seconds(1));
-    let swept = rig
-        .scheduler
-        .recover(&rig.store, rig.clock.now())
-        .await
-        .unwrap();
+    let swept = rig.sweep().await;
     assert_eq!(swept.rearmed, 1);
     let (wake, _) = armed(&rig)[0];
     assert_eq!(
