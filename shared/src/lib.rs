@@ -10,6 +10,7 @@
 //! - [`wake`]: wake-up adapters (the in-process timer locally, Scheduler + SQS on AWS).
 //! - [`webhook`]: the HTTP client that delivers.
 //! - [`dead_letters`]: the SQS dead-letter queue (AWS).
+//! - [`console`]: the operator console, a static page served at `/console` that calls the API.
 //! - [`local`]: the local host: configuration and wiring for `serve`.
 //! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
 //!
@@ -19,13 +20,14 @@
 
 #![warn(unreachable_pub)]
 
-// What other crates use is public: the two hosts' entry points (`local`, `lambda`). The
-// rest is the crate's own.
+// What other crates use is public: the two hosts' entry points (`local`, `lambda`) and the
+// console's router (the CLI's `console` command mounts it too). The rest is the crate's own.
 pub(crate) mod api;
 pub(crate) mod app;
 #[cfg(feature = "aws")]
 mod aws_error;
 mod config;
+pub mod console;
 #[cfg(feature = "aws")]
 pub(crate) mod dead_letters;
 pub(crate) mod domain;
