@@ -669,3 +669,92 @@ async fn hostile_text_is_shown_as_text_and_never_runs() {
     );
     b.close().await;
 }
+
+/// The list pages with the API's cursor, filters by status on the API and by URL substring in
+/// the page, and a whole task id opens that task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn the_list_pages_with_the_cursor_and_filters_by_status_url_and_id() {
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let api = app.api();
+    let later = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    for i in 0..52 {
+        api.create_ok(&task_due(
+            &recv.url(&format!("/page-{i:02}")),
+            later + chrono::TimeDelta::seconds(i),
+        ))
+        .await;
+    }
+    let special = id_of(
+        &api.create_ok(&task_due(&recv.url("/special"), in_ms(0)))
+            .await,
+    );
+    api.wait_status(&special, "completed", PAGE_WAIT).await;
+
+    let b = Browser::start().await;
+    let rows = |n: usize| {
+        format!("return document.querySelectorAll('#tasks-table tbody tr').length === {n};")
+    };
+    b.client
+        .goto(&format!(
+            "{}/console#/tasks?status=scheduled",
+            app.base_url()
+        ))
+        .await
+        .unwrap();
+    b.wait_for("a first page of 50", &rows(50)).await;
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#tasks-table tbody tr')].every(r => r.dataset.status === 'scheduled');")
+            .await,
+        json!(true)
+    );
+    b.client
+        .find(Locator::LinkText("next page »"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("the second page: the last 2", &rows(2)).await;
+    assert!(b.text("#tasks-table").await.contains("/page-51"));
+    b.client
+        .find(Locator::LinkText("« first page"))
+        .await
+        .unwrap();
+
+    // A URL substring, any status: the one completed task.
+    b.client
+        .goto(&format!("{}/console#/tasks", app.base_url()))
+        .await
+        .unwrap();
+    b.wait_for("the list", &rows(50)).await;
+    b.client
+        .find(Locator::Css("#filter-url"))
+        .await
+        .unwrap()
+        .send_keys("/special")
+        .await
+        .unwrap();
+    b.click("#task-filters button[type=submit]").await;
+    b.wait_for(
+        "one match",
+        &format!("{} && !!document.querySelector('#tasks-table tr[data-task-id=\"{special}\"][data-status=completed]');",
+            rows(1).trim_end_matches(';')),
+    )
+    .await;
+    assert!(b.text("#scan-note").await.contains("of 53 tasks read"));
+
+    // A whole id opens the task.
+    let id = b.client.find(Locator::Css("#filter-id")).await.unwrap();
+    id.send_keys(&special).await.unwrap();
+    b.click("#task-filters button[type=submit]").await;
+    b.wait_for(
+        "the task's page",
+        &format!(
+            "const e = document.getElementById('task-id'); return !!e && e.textContent === '{special}';"
+        ),
+    )
+    .await;
+    b.close().await;
+}
