@@ -172,6 +172,8 @@ export async function taskView(main, id, ctx) {
         ['retry', `${t.retry.max_attempts} attempts, backoff ${t.retry.initial_backoff_seconds} s to ${t.retry.max_backoff_seconds} s`],
         ['timeout', `${t.timeout_seconds} s`],
         ['idempotency key', t.idempotency_key || '—'],
+        // Tasks made by a schedule, on an API that has schedules.
+        ...(t.schedule_id ? [['schedule', h('code', {}, String(t.schedule_id))]] : []),
         ...(t.dead_letter
           ? [['dead letter', `${when(t.dead_letter.recorded_at)} after ${t.dead_letter.attempts} attempt${t.dead_letter.attempts === 1 ? '' : 's'}: ${t.dead_letter.last_error}`]]
           : []),
