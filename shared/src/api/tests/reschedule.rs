@@ -422,3 +422,38 @@ async fn another_callers_task_is_not_found_and_unauthenticated_is_401() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(rig.waker.armed.lock().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_moves_and_the_local_time() {
+    let (_rig, app) = open_rig();
+    let doc = get(&app, "/openapi.json").await.body;
+    let patch = &doc["paths"]["/tasks/{task_id}"]["patch"];
+    assert_eq!(
+        patch["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/RescheduleRequest"
+    );
+    for status in ["200", "400", "404", "409"] {
+        assert!(patch["responses"][status].is_object(), "PATCH {status}");
+        assert!(
+            doc["paths"]["/tasks/{task_id}/run"]["post"]["responses"][status].is_object(),
+            "run {status}"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    for field in ["run_at", "delay_seconds", "run_at_local", "timezone"] {
+        assert!(
+            schemas["RescheduleRequest"]["properties"][field].is_object(),
+            "{field}"
+        );
+        assert!(
+            schemas["CreateTaskRequest"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    for field in ["run_at_local", "timezone"] {
+        assert!(
+            schemas["TaskView"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+}
