@@ -71,14 +71,27 @@ export const api = {
   cancel: (id) => call('DELETE', task(id)),
   retry: (id) => call('POST', `${task(id)}/retry`),
   run: (id) => call('POST', `${task(id)}/run`),
-  reschedule: (id, runAt) => call('PATCH', task(id), { run_at: runAt }),
+  /** `when`: `{ run_at }`, or `{ run_at_local, timezone }`. */
+  reschedule: (id, when) => call('PATCH', task(id), when),
 };
 
 let features = null;
 
+/** The properties of an operation's JSON body schema (following one `$ref`), or none. */
+function bodyProperties(doc, operation) {
+  const content = operation && operation.requestBody && operation.requestBody.content;
+  let schema = content && content['application/json'] && content['application/json'].schema;
+  const ref = schema && schema.$ref;
+  if (typeof ref === 'string' && ref.startsWith('#/components/schemas/')) {
+    schema = ((doc.components || {}).schemas || {})[ref.slice('#/components/schemas/'.length)];
+  }
+  return (schema && schema.properties) || {};
+}
+
 /** What this API offers beyond the base routes, read from its OpenAPI document: `run`
- * (POST /tasks/{task_id}/run), `reschedule` (PATCH /tasks/{task_id}), `scheduleFilter`
- * (GET /tasks?schedule_id=). An API without them gets a page without their controls. */
+ * (POST /tasks/{task_id}/run), `reschedule` (PATCH /tasks/{task_id}), `rescheduleLocal`
+ * (its body takes `run_at_local` + `timezone`), `scheduleFilter` (GET /tasks?schedule_id=).
+ * An API without them gets a page without their controls. */
 export async function apiFeatures() {
   if (features) return features;
   const doc = await call('GET', '/openapi.json');
@@ -88,6 +101,8 @@ export async function apiFeatures() {
   features = {
     run: op('/tasks/{task_id}/run', 'post'),
     reschedule: op('/tasks/{task_id}', 'patch'),
+    rescheduleLocal: op('/tasks/{task_id}', 'patch')
+      && 'run_at_local' in bodyProperties(doc, paths['/tasks/{task_id}'].patch),
     scheduleFilter: listParams.some((p) => p && p.name === 'schedule_id' && p.in === 'query'),
   };
   return features;

@@ -113,21 +113,105 @@ function dl(pairs) {
   return h('dl', { class: 'facts' }, pairs.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
+/** This browser's IANA time zone, or UTC. */
+function browserZone() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  } catch {
+    return 'UTC';
+  }
+}
+
+let zoneNames = null;
+/** The IANA zone names this browser knows, for the zone field's suggestions. */
+function zones() {
+  if (!zoneNames) {
+    try {
+      zoneNames = Intl.supportedValuesOf('timeZone');
+    } catch {
+      zoneNames = [];
+    }
+    if (!zoneNames.includes('UTC')) zoneNames = ['UTC', ...zoneNames];
+  }
+  return zoneNames;
+}
+
+/** The `PATCH /tasks/{id}` body for a time a person typed: with an offset (`Z`, `+01:00`) it
+ * is `run_at`; without one it is a local time in `zone` (`run_at_local` + `timezone`) or, on an
+ * API without local times, in this browser's zone. A space may stand for the `T`. Whatever
+ * else is wrong with it the API says (its 400 is shown); null when nothing was typed. */
+export function rescheduleBody(typed, zone, local) {
+  const v = typed.trim().replace(/^(\d{4}-\d{2}-\d{2})\s+(?=\d)/, '$1T');
+  if (!v) return null;
+  if (/(?:Z|[+-]\d{2}:\d{2})$/i.test(v)) return { run_at: v };
+  if (local) return { run_at_local: v, timezone: zone.trim() };
+  const d = new Date(v);
+  return { run_at: Number.isNaN(d.getTime()) ? v : d.toISOString() };
+}
+
 /** `#/task/{id}` */
 export async function taskView(main, id, ctx) {
   const feats = await features();
   const box = h('div', { id: 'task-detail' });
   main.replaceChildren(h('p', {}, route('#/tasks', '« tasks')), box);
 
+  // What is typed into the reschedule fields survives the page's re-renders (and a refusal).
+  const draft = { at: '', zone: browserZone() };
+  let busy = false;
+  /** Runs an action (one at a time), flashes its outcome (the API's message when it refuses:
+   * a 400 names the field, a 409 the task's status) and shows the task as it now is. */
   async function act(label, fn) {
+    if (busy) return;
+    busy = true;
+    try {
+      const done = await fn();
+      ctx.flash(`${label}: ${done || 'done'}`);
+    } catch (e) {
+      ctx.flash(`${label}: ${e.message}`, 'error');
+    } finally {
+      busy = false;
+    }
     shown = null;
     try {
-      await fn();
-      ctx.flash(`${label}: done`);
+      await refresh();
     } catch (e) {
       ctx.flash(`${label}: ${e.message}`, 'error');
     }
-    await refresh();
+  }
+
+  function rescheduleForm(t) {
+    const at = h('input', {
+      type: 'text', id: 'reschedule-at', value: draft.at, size: 24, autocomplete: 'off', spellcheck: 'false',
+      placeholder: 'YYYY-MM-DD HH:MM[:SS]',
+      title: feats.rescheduleLocal
+        ? 'The new time: a local date and time in the zone beside it (2026-12-01 09:00), or with an offset (2026-12-01T09:00:00+01:00, …Z)'
+        : `The new time: a date and time in this browser's zone, ${browserZone()} (2026-12-01 09:00), or with an offset (2026-12-01T09:00:00+01:00, …Z)`,
+      'aria-label': 'new run_at',
+    });
+    at.addEventListener('input', () => { draft.at = at.value; });
+    let zone = null;
+    if (feats.rescheduleLocal) {
+      zone = h('input', { type: 'text', id: 'reschedule-tz', value: draft.zone, list: 'tz-names', size: 18, autocomplete: 'off', spellcheck: 'false', 'aria-label': 'IANA time zone of the new time' });
+      zone.addEventListener('input', () => { draft.zone = zone.value; });
+    }
+    const form = h('form', { class: 'reschedule', id: 'reschedule-form' },
+      h('label', {}, 'new time ', at),
+      zone ? h('label', {}, 'in ', zone, h('datalist', { id: 'tz-names' }, zones().map((z) => h('option', { value: z })))) : h('span', { class: 'muted' }, `(${browserZone()})`),
+      h('button', { type: 'submit', id: 'action-reschedule' }, 'Reschedule'));
+    form.addEventListener('submit', (e) => {
+      e.preventDefault();
+      const body = rescheduleBody(draft.at, draft.zone, feats.rescheduleLocal);
+      if (!body) {
+        ctx.flash('reschedule: type the new time, e.g. 2026-12-01 09:00', 'error');
+        return;
+      }
+      act('reschedule', async () => {
+        const moved = await api.reschedule(t.task_id, body);
+        draft.at = '';
+        return `due at ${when(moved.run_at)} UTC`;
+      });
+    });
+    return form;
   }
 
   let shown = null;
@@ -139,22 +223,14 @@ export async function taskView(main, id, ctx) {
     shown = json;
     const actions = h('div', { class: 'actions' });
     if (t.status === 'scheduled') {
-      actions.append(button('Cancel', () => act('cancel', () => api.cancel(t.task_id)), { id: 'action-cancel', class: 'danger' }));
-      if (feats.run) actions.append(button('Run now', () => act('run now', () => api.run(t.task_id)), { id: 'action-run' }));
-      if (feats.reschedule) {
-        const input = h('input', { type: 'datetime-local', step: 1, id: 'reschedule-at', 'aria-label': 'new run_at (your local time)' });
-        actions.append(h('span', { class: 'inline' }, input, button('Reschedule', () => {
-          const d = new Date(input.value);
-          if (!input.value || Number.isNaN(d.getTime())) {
-            ctx.flash('reschedule: pick a date and time', 'error');
-            return undefined;
-          }
-          return act('reschedule', () => api.reschedule(t.task_id, d.toISOString()));
-        }, { id: 'action-reschedule' })));
+      actions.append(button('Cancel', () => act('cancel', () => api.cancel(t.task_id).then(() => 'cancelled')), { id: 'action-cancel', class: 'danger' }));
+      if (feats.run) {
+        actions.append(button('Run now', () => act('run now', async () => `due at ${when((await api.run(t.task_id)).run_at)} UTC`), { id: 'action-run' }));
       }
+      if (feats.reschedule) actions.append(rescheduleForm(t));
     }
     if (t.status === 'failed') {
-      actions.append(button('Retry', () => act('retry', () => api.retry(t.task_id)), { id: 'action-retry' }));
+      actions.append(button('Retry', () => act('retry', () => api.retry(t.task_id).then(() => 'scheduled again')), { id: 'action-retry' }));
     }
     const headers = Object.entries(t.payload.headers || {});
     const attempts = t.attempts || [];
@@ -165,7 +241,9 @@ export async function taskView(main, id, ctx) {
         ['status', h('span', { id: 'task-status' }, t.status)],
         ['method', t.payload.method],
         ['url', externalLink(t.payload.url)],
-        ['run_at', when(t.run_at)],
+        ['run_at', h('span', { id: 'task-run-at' }, when(t.run_at))],
+        // Given as a local time (by its create or its last move).
+        ...(t.run_at_local ? [['run_at (local)', h('span', { id: 'task-run-at-local' }, `${t.run_at_local} ${t.timezone || ''}`)]] : []),
         ['next attempt', when(t.next_attempt_at)],
         ['created', when(t.created_at)],
         ['updated', when(t.updated_at)],
