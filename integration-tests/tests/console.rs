@@ -758,3 +758,249 @@ async fn the_list_pages_with_the_cursor_and_filters_by_status_url_and_id() {
     .await;
     b.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Moving a task from its page: run now, reschedule
+
+/// The task's page for `id`, once it shows the task scheduled with both move controls (this
+/// API has both routes).
+async fn open_scheduled(b: &Browser, app: &App, id: &str) {
+    b.client
+        .goto(&format!("{}/console#/task/{id}", app.base_url()))
+        .await
+        .unwrap();
+    b.wait_for(
+        "the task, scheduled, with run now and reschedule",
+        "const s = document.getElementById('task-status'); return !!s && s.textContent === 'scheduled' \
+         && !!document.querySelector('#action-run') && !!document.querySelector('#action-reschedule');",
+    )
+    .await;
+}
+
+const COMPLETED: &str = "const s = document.getElementById('task-status'); return !!s && s.textContent === 'completed';";
+
+/// The flash message once it shows `what` (a substring), as an error or not.
+async fn flash_shows(b: &Browser, what: &str, error: bool) -> String {
+    b.wait_for(
+        &format!("the message {what:?}"),
+        &format!(
+            "const f = document.getElementById('flash'); return !f.hidden && f.textContent.includes({}) \
+             && f.classList.contains('error') === {error};",
+            json!(what)
+        ),
+    )
+    .await;
+    b.text("#flash").await
+}
+
+/// Sets an input's text the way a person does: cleared, then typed.
+async fn type_into(b: &Browser, css: &str, text: &str) {
+    let input = b.client.find(Locator::Css(css)).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(text).await.unwrap();
+}
+
+/// A task due in an hour, "Run now" on its page: the page shows it completed, and the receiver
+/// got it once, between the click and the moment the page showed it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn run_now_on_the_page_delivers_a_task_due_in_an_hour_once_at_once() {
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let in_an_hour = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let id = id_of(
+        &app.api()
+            .create_ok(&task_due(&recv.url("/run-now"), in_an_hour))
+            .await,
+    );
+    let b = Browser::start().await;
+    open_scheduled(&b, &app, &id).await;
+
+    let clicked = chrono::Utc::now();
+    b.click("#action-run").await;
+    let msg = flash_shows(&b, "run now: due at", false).await;
+    b.wait_for("the task completed", COMPLETED).await;
+    let seen = chrono::Utc::now();
+    let arrivals = recv.arrivals_at("/run-now");
+    assert_eq!(arrivals.len(), 1, "delivered once");
+    assert!(
+        clicked <= arrivals[0].wall && arrivals[0].wall <= seen,
+        "delivered between the click ({clicked}) and the page showing it done ({seen}), not at \
+         {in_an_hour}: {}",
+        arrivals[0].wall
+    );
+    let task = app.api().get(&id).await.expect(200);
+    assert_eq!(task["attempts"].as_array().unwrap().len(), 1);
+    let run_at = integration_tests::parse_time(task["run_at"].as_str().unwrap());
+    // (run_at is kept to the millisecond.)
+    assert!(
+        clicked - chrono::TimeDelta::milliseconds(1) <= run_at && run_at <= arrivals[0].wall,
+        "run_at moved to the click ({clicked}): {run_at}"
+    );
+    assert!(msg.contains(&shown_time(&task["run_at"])), "{msg}");
+    for control in ["#action-run", "#action-reschedule", "#action-cancel"] {
+        assert_eq!(
+            b.js(&format!("return !!document.querySelector('{control}');"))
+                .await,
+            json!(false),
+            "no {control} on a completed task"
+        );
+    }
+    b.screenshot("run-now").await;
+    b.close().await;
+}
+
+/// A time the API returned as the page shows it (`when()`): UTC, without its `T` and `Z`.
+fn shown_time(api_time: &Value) -> String {
+    api_time
+        .as_str()
+        .expect("a time")
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+/// A task due in an hour, rescheduled on its page to a time a few seconds ahead, typed as a
+/// local time in Asia/Kolkata (UTC+05:30, no daylight saving): it is delivered once, at that
+/// instant (not before it, and soon after it), not at the old time, and the page shows it
+/// completed with the local time it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn reschedule_on_the_page_moves_a_task_to_the_typed_local_time() {
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let in_an_hour = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let id = id_of(
+        &app.api()
+            .create_ok(&task_due(&recv.url("/moved"), in_an_hour))
+            .await,
+    );
+    let b = Browser::start().await;
+    open_scheduled(&b, &app, &id).await;
+
+    // Whole seconds, as a person types them; far enough ahead to be typed and sent first.
+    let new_at = chrono::DateTime::<chrono::Utc>::from_timestamp(
+        (chrono::Utc::now() + chrono::TimeDelta::seconds(8)).timestamp(),
+        0,
+    )
+    .unwrap();
+    let kolkata = chrono::FixedOffset::east_opt(5 * 3600 + 30 * 60).unwrap();
+    let typed = new_at
+        .with_timezone(&kolkata)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    type_into(&b, "#reschedule-tz", "Asia/Kolkata").await;
+    type_into(&b, "#reschedule-at", &typed).await;
+    b.click("#action-reschedule").await;
+    let msg = flash_shows(&b, "reschedule: due at", false).await;
+    let task = app.api().get(&id).await.expect(200);
+    assert_eq!(
+        integration_tests::parse_time(task["run_at"].as_str().unwrap()),
+        new_at
+    );
+    assert_eq!(task["timezone"], "Asia/Kolkata");
+    assert!(msg.contains(&shown_time(&task["run_at"])), "{msg}");
+    // The page shows the task as the API now has it: the new instant and the local time.
+    b.wait_for(
+        "the new run_at",
+        &format!(
+            "const e = document.getElementById('task-run-at'); return !!e && e.textContent === {};",
+            json!(shown_time(&task["run_at"]))
+        ),
+    )
+    .await;
+    assert_eq!(
+        b.text("#task-run-at-local").await,
+        format!("{} Asia/Kolkata", typed.replace(' ', "T"))
+    );
+    b.screenshot("rescheduled").await;
+
+    b.wait_for("the task completed", COMPLETED).await;
+    let arrivals = recv.arrivals_at("/moved");
+    assert_eq!(arrivals.len(), 1, "delivered once");
+    let late = arrivals[0].wall - new_at;
+    assert!(
+        late >= chrono::TimeDelta::zero() && late < chrono::TimeDelta::seconds(10),
+        "delivered at the new time {new_at} (within 10 s after it, on a loaded machine), not \
+         before it and not at the old time {in_an_hour}: {}",
+        arrivals[0].wall
+    );
+    assert_eq!(
+        app.api().get(&id).await.expect(200)["attempts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    b.close().await;
+}
+
+/// The API's refusals are shown as it words them, and change nothing: a time it cannot read
+/// (a 400 naming the field), and a move of a task that is no longer scheduled (a 409 naming
+/// its status; here the page still showed it scheduled, its refresh held back). After the
+/// refusal the page shows the task completed, with neither control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn refused_moves_show_the_apis_message_and_a_completed_task_has_no_move_controls() {
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let api = app.api();
+    let in_an_hour = chrono::Utc::now() + chrono::TimeDelta::hours(1);
+    let task = api
+        .create_ok(&task_due(&recv.url("/refused"), in_an_hour))
+        .await;
+    let id = id_of(&task);
+    let b = Browser::start().await;
+    open_scheduled(&b, &app, &id).await;
+
+    // 400: the API's message, naming the field; the typed text stays to be corrected.
+    type_into(&b, "#reschedule-at", "next tuesday").await;
+    b.click("#action-reschedule").await;
+    let msg = flash_shows(&b, "reschedule: run_at_local: ", true).await;
+    assert_eq!(
+        b.js("return document.getElementById('reschedule-at').value;")
+            .await,
+        json!("next tuesday"),
+        "{msg}"
+    );
+    let unchanged = api.get(&id).await.expect(200);
+    assert_eq!(unchanged["status"], "scheduled");
+    assert_eq!(unchanged["run_at"], task["run_at"]);
+
+    // 409: the page's refresh held back, the task is run and completes behind its back.
+    b.js("Object.defineProperty(document, 'hidden', { configurable: true, get: () => true }); return null;")
+        .await;
+    api.send(api.request(reqwest::Method::POST, &format!("/tasks/{id}/run")))
+        .await
+        .expect(200);
+    api.wait_status(&id, "completed", PAGE_WAIT).await;
+    assert!(
+        b.js("return !!document.querySelector('#action-reschedule');")
+            .await
+            == json!(true),
+        "the page still shows the task as it was"
+    );
+    type_into(&b, "#reschedule-at", "2030-01-01T09:00:00Z").await;
+    b.click("#action-reschedule").await;
+    flash_shows(
+        &b,
+        "reschedule: task is completed; only a scheduled task can be rescheduled or run now",
+        true,
+    )
+    .await;
+    b.wait_for("the task completed", COMPLETED).await;
+    for control in ["#action-run", "#action-reschedule", "#reschedule-form"] {
+        assert_eq!(
+            b.js(&format!("return !!document.querySelector('{control}');"))
+                .await,
+            json!(false),
+            "no {control} on a completed task"
+        );
+    }
+    let after = api.get(&id).await.expect(200);
+    assert_eq!(after["status"], "completed");
+    assert_eq!(after["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(recv.arrivals_at("/refused").len(), 1);
+    b.screenshot("refused-move").await;
+    b.close().await;
+}
