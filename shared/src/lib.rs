@@ -12,6 +12,7 @@
 //! - [`dead_letters`]: the SQS dead-letter queue (AWS).
 //! - [`local`]: the local host: configuration and wiring for `serve`.
 //! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
+//! - [`console`]: the operator console's page and assets (`GET /console`).
 //!
 //! The AWS parts (`lambda`, the DynamoDB store, the Scheduler + SQS waker) are behind the
 //! `aws` feature, on by default; without it the crate is the local host alone.
@@ -19,13 +20,14 @@
 
 #![warn(unreachable_pub)]
 
-// What other crates use is public: the two hosts' entry points (`local`, `lambda`). The
-// rest is the crate's own.
+// What other crates use is public: the two hosts' entry points (`local`, `lambda`) and the
+// console's page (`console`). The rest is the crate's own.
 pub(crate) mod api;
 pub(crate) mod app;
 #[cfg(feature = "aws")]
 mod aws_error;
 mod config;
+pub mod console;
 #[cfg(feature = "aws")]
 pub(crate) mod dead_letters;
 pub(crate) mod domain;
