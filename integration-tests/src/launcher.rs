@@ -48,6 +48,7 @@ pub const PRODUCT_ENV: &[&str] = &[
     // The client (`tasks`, `console`).
     "TASK_SCHEDULER_ENDPOINT",
     "TASK_SCHEDULER_TOKEN",
+    "AWS_REGION",
     // Both.
     "LOG_FORMAT",
     "RUST_LOG",

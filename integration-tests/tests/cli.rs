@@ -345,6 +345,33 @@ async fn create_get_list_cancel_for_people_and_scripts() {
     .await
     .ok();
     assert_eq!(run.json(), json!({"tasks": [], "next_cursor": null}));
+    // A body from stdin.
+    let mut cmd = command(&[("TASK_SCHEDULER_TOKEN", ALICE)]);
+    cmd.args([
+        "tasks",
+        "--endpoint",
+        &endpoint,
+        "create",
+        "--url",
+        &url,
+        "--in",
+        "1d",
+        "--data",
+        "@-",
+        "--json",
+    ])
+    .stdin(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(br#"{"from":"stdin"}"#).await.unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let piped: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(piped["payload"]["data"], json!({"from": "stdin"}));
+
     assert_eq!(recv.arrivals().len(), 0, "nothing was due");
 }
 
@@ -1088,6 +1115,33 @@ mod sigv4 {
 
         assert!(stub.forwarded().is_empty(), "{:#?}", stub.seen());
         assert_eq!(stub.seen().len(), 4);
+
+        // No credentials anywhere in the chain, or no region: exit 1 before any request.
+        let run = cli(
+            &[
+                "tasks",
+                "--endpoint",
+                &url,
+                "--aws",
+                "--region",
+                REGION,
+                "list",
+            ],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert!(
+            run.stderr.starts_with("error: no AWS credentials"),
+            "{run:#?}"
+        );
+        let run = cli(&["tasks", "--endpoint", &url, "--aws", "list"], &env).await;
+        assert_eq!(run.code, 1, "{run:#?}");
+        assert!(
+            run.stderr.starts_with("error: SigV4 needs a region"),
+            "{run:#?}"
+        );
+        assert_eq!(stub.seen().len(), 4, "nothing sent");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

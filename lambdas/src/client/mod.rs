@@ -241,9 +241,7 @@ async fn call(
         }
         None => Bytes::new(),
     };
-    let resp = up
-        .send(method, path, headers, bytes)
-        .await?;
+    let resp = up.send(method, path, headers, bytes).await?;
     let status = resp.status().as_u16();
     let body = resp.bytes().await.context("reading the answer")?;
     if (200..300).contains(&status) {
