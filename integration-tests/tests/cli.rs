@@ -1250,6 +1250,9 @@ mod sigv4 {
             .post(format!("{}/tasks", c.base))
             .bearer_auth("browser-token-must-not-leave")
             .header("cookie", "session=must-not-leave")
+            .header("connection", "x-hop")
+            .header("x-hop", "must-not-leave")
+            .header("x-forwarded-for", "must-not-leave")
             .json(&body)
             .send()
             .await
@@ -1280,7 +1283,9 @@ mod sigv4 {
                 let v = v.to_str().unwrap_or_default();
                 assert!(!v.contains("must-not-leave"), "{name}: {v}");
             }
-            assert!(s.headers.get("cookie").is_none());
+            for name in ["cookie", "x-hop", "x-forwarded-for"] {
+                assert!(s.headers.get(name).is_none(), "{name} forwarded: {s:#?}");
+            }
         }
 
         // A wrong secret in the console's environment: the API Gateway's 403 reaches the page.
