@@ -9,9 +9,9 @@ VENV := .venv
 # The fragments of mk/, each included by name: a missing or renamed one stops make at once,
 # and a new file in mk/ that is not listed here is refused below, rather than its targets
 # silently missing from `make help` and `make test`.
-MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk
+MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk mk/console.mk
 # Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
-TEST_TARGETS := test-rust test-aws cdk-test test-security
+TEST_TARGETS := test-rust test-aws cdk-test test-security test-console
 # Every debug build of `make test` resolves features as the workspace's tests do (all members,
 # dev-dependencies included, as `cargo nextest run --workspace` does), and the binary that the
 # black-box tests, the rehearsal and the fuzzer run (target/debug/task-scheduler) comes from it.

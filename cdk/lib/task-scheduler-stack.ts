@@ -59,6 +59,8 @@ export const ROUTES: ReadonlyArray<{ method: apigwv2.HttpMethod; path: string; i
   { method: apigwv2.HttpMethod.GET, path: '/tasks/{task_id}', iam: true },
   { method: apigwv2.HttpMethod.DELETE, path: '/tasks/{task_id}', iam: true },
   { method: apigwv2.HttpMethod.POST, path: '/tasks/{task_id}/retry', iam: true },
+  { method: apigwv2.HttpMethod.PATCH, path: '/tasks/{task_id}', iam: true },
+  { method: apigwv2.HttpMethod.POST, path: '/tasks/{task_id}/run', iam: true },
   { method: apigwv2.HttpMethod.POST, path: '/schedule-task', iam: true },
   { method: apigwv2.HttpMethod.GET, path: '/openapi.json', iam: true },
   { method: apigwv2.HttpMethod.GET, path: '/health', iam: false },

@@ -21,6 +21,8 @@ describe('task-scheduler stack: HTTP API', () => {
       'GET /tasks/{task_id}': 'AWS_IAM',
       'DELETE /tasks/{task_id}': 'AWS_IAM',
       'POST /tasks/{task_id}/retry': 'AWS_IAM',
+      'PATCH /tasks/{task_id}': 'AWS_IAM',
+      'POST /tasks/{task_id}/run': 'AWS_IAM',
       'POST /schedule-task': 'AWS_IAM',
       'GET /openapi.json': 'AWS_IAM',
       'GET /health': 'NONE',

@@ -194,7 +194,7 @@ describe('task-scheduler stack: IAM', () => {
 
   test('API Gateway may invoke the function on the routes of this API only', () => {
     const permissions = resourcesOfType(template, 'AWS::Lambda::Permission').map(([, p]) => p.Properties);
-    expect(permissions).toHaveLength(8);
+    expect(permissions).toHaveLength(10);
     for (const p of permissions) {
       expect(p.Action).toBe('lambda:InvokeFunction');
       expect(p.Principal).toBe('apigateway.amazonaws.com');

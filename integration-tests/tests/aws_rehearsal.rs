@@ -591,3 +591,140 @@ async fn a_lost_wake_up_is_rearmed_by_the_sweep_and_delivered_once() {
     assert_eq!(receiver.arrivals_at("/hook").len(), 1);
     f.stop().await;
 }
+
+/// `PATCH /tasks/{id}` on the real function: a task three hours ahead (a schedule) moved to
+/// seconds ahead loses its schedule, rides the delay queue and is delivered once at its new
+/// time; the old schedule's wake-up, had it still come, arrives at the old time and delivers
+/// nothing. Then `/run` on another task: due now, delivered now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto: make test-aws"]
+async fn a_moved_task_is_delivered_at_its_new_time_and_its_old_wake_up_is_stale() {
+    let rig = AwsRig::create().await;
+    let recorder = Recorder::start(&rig.endpoint).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/moved", [], Reply::ok());
+    receiver.script("/run", [], Reply::ok());
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+
+    let old = in_ms(3 * 3_600_000);
+    let id = created(&f, &create_body(&receiver.url("/moved"), old)).await;
+    let name = format!("{id}-1");
+    let schedule = rig.get_schedule(&name).await.expect("a schedule");
+    let old_input: Value =
+        serde_json::from_str(schedule.target().unwrap().input().unwrap()).unwrap();
+
+    let new = in_ms(6_000);
+    let path = format!("/tasks/{id}");
+    let body = json!({"run_at": rfc3339(new)});
+    assert_eq!(
+        call(&f, "PATCH", &path, Some(&body), Some(BOB)).await.0,
+        404
+    );
+    let bad = json!({"run_at_local": "2027-03-28T02:30:00"});
+    let (status, err) = call(&f, "PATCH", &path, Some(&bad), Some(ALICE)).await;
+    assert_eq!((status, &err["error"]["field"]), (400, &json!("timezone")));
+    let (status, moved) = call(&f, "PATCH", &path, Some(&body), Some(ALICE)).await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(parse_time(moved["run_at"].as_str().unwrap()), new);
+    assert_eq!(moved["status"], "scheduled");
+    // The old schedule is gone; the new time is within 15 minutes: the delay queue.
+    assert!(
+        rig.get_schedule(&name).await.is_none(),
+        "the old schedule is deleted"
+    );
+    assert!(rig.schedule_names().await.is_empty());
+    assert_eq!(rig.delay_queue_depth().await, (0, 1));
+
+    pump_until(&rig, &f, Duration::from_secs(25), || {
+        !receiver.arrivals_at("/moved").is_empty()
+    })
+    .await;
+    let lateness = receiver.arrivals_at("/moved")[0].wall - new;
+    println!(
+        "moved task: delivered {} ms after its new run_at",
+        lateness.num_milliseconds()
+    );
+    assert!(
+        (0..=1_000).contains(&lateness.num_milliseconds()),
+        "delivered {lateness} after the new run_at"
+    );
+    let calls = eventually(Duration::from_secs(5), || async {
+        let c = recorder.function_calls_for(&id).await;
+        (c.len() >= 9).then_some(c)
+    })
+    .await
+    .unwrap_or_default();
+    println!("AWS calls, task moved: {} {calls:?}", calls.len());
+    assert_eq!(
+        calls,
+        [
+            "PutItem",
+            "CreateSchedule",
+            // Bob's PATCH: read, not his, 404.
+            "GetItem",
+            // Alice's: read, write, the old schedule removed, the new time armed.
+            "GetItem",
+            "PutItem",
+            "DeleteSchedule",
+            "SendMessage",
+            "UpdateItem",
+            "PutItem"
+        ]
+    );
+
+    // The old schedule's wake-up, had its deletion failed: it would hop onto the delay queue
+    // and arrive at the old time. A cold start whose clock reads the old time gets it.
+    f.stop().await;
+    let f = start_clocked_at(&rig, old).await;
+    let batch = json!({"Records": [{"messageId": "stale-1", "body": old_input.to_string(), "eventSource": "aws:sqs"}]});
+    assert_eq!(
+        f.invoke(&batch).await.unwrap(),
+        json!({"batchItemFailures": []})
+    );
+    let mut plain = old_input.clone();
+    plain.as_object_mut().unwrap().remove("due");
+    assert_eq!(f.invoke(&plain).await.unwrap()["result"], "dropped");
+    assert_eq!(receiver.arrivals_at("/moved").len(), 1, "delivered once");
+    let (_, got) = call(&f, "GET", &path, None, Some(ALICE)).await;
+    assert_eq!(got["status"], "completed");
+    assert_eq!(got["attempts"].as_array().unwrap().len(), 1);
+    f.stop().await;
+
+    // /run: an hour ahead, due now.
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+    let other = created(&f, &create_body(&receiver.url("/run"), in_ms(3_600_000))).await;
+    let (status, due) = call(
+        &f,
+        "POST",
+        &format!("/tasks/{other}/run"),
+        None,
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200, "{due}");
+    let due_at = parse_time(due["run_at"].as_str().unwrap());
+    assert!(rig.get_schedule(&format!("{other}-1")).await.is_none());
+    pump_until(&rig, &f, Duration::from_secs(15), || {
+        !receiver.arrivals_at("/run").is_empty()
+    })
+    .await;
+    let lateness = receiver.arrivals_at("/run")[0].wall - due_at;
+    println!(
+        "run now: delivered {} ms after",
+        lateness.num_milliseconds()
+    );
+    assert!(
+        (0..=1_500).contains(&lateness.num_milliseconds()),
+        "{lateness}"
+    );
+    let (status, _) = call(
+        &f,
+        "POST",
+        &format!("/tasks/{other}/run"),
+        None,
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 409, "completed: no longer scheduled");
+    f.stop().await;
+}

@@ -615,7 +615,6 @@ async fn errors_and_exit_codes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PATCH /tasks and /run (branch resched)"]
 async fn run_now_and_reschedule() {
     let recv = Receiver::start().await;
     let app = server().await;
@@ -673,6 +672,15 @@ async fn run_now_and_reschedule() {
         run.stdout.contains("2030-07-01T07:00:00Z"),
         "CEST is UTC+2: {run:#?}"
     );
+    let run = tasks(&app, &["get", &id]).await.ok();
+    for needle in [
+        "run_at_local",
+        "2030-07-01T09:00:00",
+        "timezone",
+        "Europe/Paris",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}: {run:#?}");
+    }
     let run = tasks(
         &app,
         &[
@@ -713,7 +721,6 @@ async fn run_now_and_reschedule() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs PATCH /tasks and /run (branch resched)"]
 async fn create_at_a_local_time() {
     let app = server().await;
     let task = tasks(

@@ -790,3 +790,120 @@ async fn sigterm_finishes_the_delivery_in_flight() {
         .await;
     assert!(dup.is_err(), "redelivered after a clean shutdown");
 }
+
+/// `PATCH /tasks/{id}`, `POST /tasks/{id}/run` and `run_at_local` on the real binary: a task
+/// an hour ahead moved to a second ahead is delivered once, at its new time; one moved later
+/// lets its old time pass without a request; `/run` delivers at once; a local time in a
+/// zone is delivered at the instant it names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moved_tasks_are_delivered_once_at_their_new_time_and_run_delivers_now() {
+    use reqwest::Method;
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let api = app.api();
+    let patch = |id: &str, body: Value| {
+        api.send(
+            api.request(Method::PATCH, &format!("/tasks/{id}"))
+                .json(&body),
+        )
+    };
+    let run = |id: &str| api.send(api.request(Method::POST, &format!("/tasks/{id}/run")));
+    let hour = 3_600_000;
+    let earlier = id_of(
+        &api.create_ok(&webhook(&recv.url("/earlier"), in_ms(hour)))
+            .await,
+    );
+    let old = in_ms(2_000);
+    let later = id_of(&api.create_ok(&webhook(&recv.url("/later"), old)).await);
+    let now = id_of(
+        &api.create_ok(&webhook(&recv.url("/run"), in_ms(hour)))
+            .await,
+    );
+    // Asia/Kolkata is +05:30 all year: the local time of an instant 3 s ahead.
+    let local_at = in_ms(3_000);
+    let kolkata = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let local = local_at
+        .with_timezone(&kolkata)
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string();
+    let mut zoned = webhook(&recv.url("/local"), local_at);
+    zoned.as_object_mut().unwrap().remove("run_at");
+    zoned["run_at_local"] = json!(local);
+    zoned["timezone"] = json!("Asia/Kolkata");
+    let zoned = api.create_ok(&zoned).await;
+    assert_eq!(parse_time(zoned["run_at"].as_str().unwrap()), local_at);
+    assert_eq!(zoned["timezone"], "Asia/Kolkata");
+
+    let new_earlier = in_ms(1_000);
+    let moved = patch(&earlier, json!({"run_at": rfc3339(new_earlier)}))
+        .await
+        .expect(200);
+    assert_eq!(parse_time(moved["run_at"].as_str().unwrap()), new_earlier);
+    assert_eq!(moved["next_attempt_at"], moved["run_at"]);
+    let new_later = old + TimeDelta::milliseconds(2_500);
+    patch(&later, json!({"run_at": rfc3339(new_later)}))
+        .await
+        .expect(200);
+    let ran = run(&now).await.expect(200);
+    let ran_at = parse_time(ran["run_at"].as_str().unwrap());
+
+    let within = |path: &str, a: &integration_tests::Arrival, at: chrono::DateTime<Utc>| {
+        let late_ms = (a.wall - at).num_milliseconds();
+        println!("lateness {path}: {late_ms} ms");
+        assert!(
+            (-5..=1_000).contains(&late_ms),
+            "{path} arrived {late_ms} ms after its time"
+        );
+    };
+    within(
+        "/run",
+        &recv.wait_for("/run", 1, Duration::from_secs(5)).await[0],
+        ran_at,
+    );
+    within(
+        "/earlier",
+        &recv.wait_for("/earlier", 1, Duration::from_secs(5)).await[0],
+        new_earlier,
+    );
+    within(
+        "/local",
+        &recv.wait_for("/local", 1, Duration::from_secs(8)).await[0],
+        local_at,
+    );
+    within(
+        "/later",
+        &recv.wait_for("/later", 1, Duration::from_secs(10)).await[0],
+        new_later,
+    );
+    // Half a second more than the slowest allowance: each delivered exactly once.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for path in ["/run", "/earlier", "/later", "/local"] {
+        assert_eq!(recv.arrivals_at(path).len(), 1, "{path}");
+    }
+    for id in [&earlier, &later, &now] {
+        let t = api
+            .wait_status(id, "completed", Duration::from_secs(5))
+            .await;
+        assert_eq!(attempts(&t).len(), 1);
+        // Finished: neither can move it again, and the message names why.
+        let e = patch(id, json!({"delay_seconds": 5}))
+            .await
+            .expect_error(409, "conflict");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("task is completed"),
+            "{e}"
+        );
+        run(id).await.expect_error(409, "conflict");
+    }
+    patch(UNKNOWN_ID, json!({"delay_seconds": 5}))
+        .await
+        .expect_error(404, "not_found");
+    run(UNKNOWN_ID).await.expect_error(404, "not_found");
+    let e = patch(&earlier, json!({"timezone": "Europe/Paris"}))
+        .await
+        .expect_error(400, "invalid_request");
+    assert_eq!(e["error"]["field"], "timezone");
+}

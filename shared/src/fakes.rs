@@ -80,6 +80,14 @@ impl ScriptedWebhook {
         s
     }
 
+    /// Stamps deliveries with `clock`'s time (a [`Rig`] sets its own).
+    pub(crate) fn on_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock: Some(clock),
+            ..self
+        }
+    }
+
     pub(crate) fn call_count(&self) -> usize {
         self.calls.lock().unwrap().len()
     }
@@ -222,6 +230,7 @@ pub(crate) fn command(run_at: DateTime<Utc>, max_attempts: i64) -> CreateCommand
             run_at,
             retry: RetryPolicy::parse(Some(max_attempts), Some(1), Some(1)).unwrap(),
             timeout: TimeoutSeconds::default(),
+            local: None,
         },
         idempotency: None,
     }

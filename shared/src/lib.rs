@@ -10,9 +10,9 @@
 //! - [`wake`]: wake-up adapters (the in-process timer locally, Scheduler + SQS on AWS).
 //! - [`webhook`]: the HTTP client that delivers.
 //! - [`dead_letters`]: the SQS dead-letter queue (AWS).
+//! - [`console`]: the operator console, a static page served at `/console` that calls the API.
 //! - [`local`]: the local host: configuration and wiring for `serve`.
 //! - [`lambda`]: the AWS host: event shapes, configuration and wiring for `lambda`.
-//! - [`console`]: the operator console's page and assets (`GET /console`).
 //!
 //! The AWS parts (`lambda`, the DynamoDB store, the Scheduler + SQS waker) are behind the
 //! `aws` feature, on by default; without it the crate is the local host alone.
@@ -21,7 +21,7 @@
 #![warn(unreachable_pub)]
 
 // What other crates use is public: the two hosts' entry points (`local`, `lambda`) and the
-// console's page (`console`). The rest is the crate's own.
+// console's router (the CLI's `console` command mounts it too). The rest is the crate's own.
 pub(crate) mod api;
 pub(crate) mod app;
 #[cfg(feature = "aws")]

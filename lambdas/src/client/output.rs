@@ -103,10 +103,12 @@ pub(crate) fn tasks(list: &[Value]) -> String {
 /// A task in full: its fields, its payload's headers and data, and every attempt.
 pub(crate) fn task(task: &Value) -> String {
     let mut out = table(&["FIELD", "VALUE"]);
-    let fields: [(&str, &str); 13] = [
+    let fields: [(&str, &str); 15] = [
         ("id", "/task_id"),
         ("status", "/status"),
         ("run_at", "/run_at"),
+        ("run_at_local", "/run_at_local"),
+        ("timezone", "/timezone"),
         ("next_attempt_at", "/next_attempt_at"),
         ("created_at", "/created_at"),
         ("updated_at", "/updated_at"),

@@ -74,6 +74,17 @@ fn route_table(doc: &str, heading: &str) -> Result<Vec<Route>, String> {
 
 /// Compares a document's route table with the OpenAPI document, naming every difference.
 fn check(name: &str, doc: &str, heading: &str) {
+    check_against(
+        name,
+        doc,
+        heading,
+        &openapi_routes(),
+        "the OpenAPI document",
+    );
+}
+
+/// Compares a document's route table with `served`, naming every difference.
+fn check_against(name: &str, doc: &str, heading: &str, served: &BTreeSet<Route>, what: &str) {
     let rows = route_table(doc, heading).unwrap_or_else(|e| panic!("{name}: {e}"));
     let listed: BTreeSet<Route> = rows.iter().cloned().collect();
     assert_eq!(
@@ -81,12 +92,11 @@ fn check(name: &str, doc: &str, heading: &str) {
         rows.len(),
         "{name}: a route is listed twice under {heading:?}"
     );
-    let served = openapi_routes();
     let undocumented: Vec<_> = served.difference(&listed).collect();
-    let unserved: Vec<_> = listed.difference(&served).collect();
+    let unserved: Vec<_> = listed.difference(served).collect();
     assert!(
         undocumented.is_empty() && unserved.is_empty(),
-        "{name} disagrees with the OpenAPI document:\n  served but not in the table: \
+        "{name} disagrees with {what}:\n  served but not in the table: \
          {undocumented:?}\n  in the table but not served: {unserved:?}"
     );
 }
@@ -99,6 +109,35 @@ fn the_route_table_of_docs_api_md_is_the_openapi_document() {
 #[test]
 fn the_route_table_of_the_readme_is_the_openapi_document() {
     check("README.md", README, "## API");
+}
+
+/// The console's static routes are not API operations (no JSON, not in the OpenAPI document,
+/// not fuzzed): they have a table of their own in each document, kept to the console router's.
+fn console_routes() -> BTreeSet<Route> {
+    crate::console::ROUTES
+        .iter()
+        .map(|p| ("GET".to_owned(), (*p).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_console_route_tables_are_the_console_router() {
+    let served = console_routes();
+    check_against(
+        "docs/api.md",
+        API_MD,
+        "### Console routes",
+        &served,
+        "the console router",
+    );
+    check_against(
+        "README.md",
+        README,
+        "### Console routes",
+        &served,
+        "the console router",
+    );
+    assert!(openapi_routes().is_disjoint(&served));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod extract;
+mod reschedule;
 pub(crate) mod types;
 
 #[cfg(test)]
@@ -19,7 +20,7 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
 };
 use utoipa::{
     Modify, OpenApi,
@@ -87,6 +88,8 @@ pub(crate) fn router_with(
         .route("/schedule-task", post(schedule_task))
         .route("/tasks/{task_id}", get(get_task).delete(cancel_task))
         .route("/tasks/{task_id}/retry", post(retry_task))
+        .route("/tasks/{task_id}", patch(reschedule::reschedule_task))
+        .route("/tasks/{task_id}/run", post(reschedule::run_task))
         .route("/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -436,7 +439,7 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "task-scheduler", description = "A durable \"call this webhook at that time\" service."),
-    paths(create_task, schedule_task, list_tasks, get_task, cancel_task, retry_task, health, openapi_json),
+    paths(create_task, schedule_task, list_tasks, get_task, cancel_task, retry_task, reschedule::reschedule_task, reschedule::run_task, health, openapi_json),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "tasks", description = "Scheduled webhook calls"), (name = "meta", description = "Service endpoints"))

@@ -919,3 +919,5 @@ async fn the_list_page_budget_is_documented_as_applied() {
         );
     }
 }
+
+mod reschedule;

@@ -9,8 +9,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::domain::{
-    Action, AttemptOutcome, HttpMethod, NewTask, RetryPolicy, Status, Task, TimeoutSeconds,
-    ValidationError, WebhookAction, WebhookHeaders, WebhookUrl, format_time, parse_time,
+    Action, AttemptOutcome, HttpMethod, LocalRunAt, NewTask, RetryPolicy, Status, Task,
+    TimeoutSeconds, ValidationError, WebhookAction, WebhookHeaders, WebhookUrl, format_time,
+    parse_time,
 };
 
 /// Deepest accepted nesting of `payload.data` (arrays and objects).
@@ -36,7 +37,7 @@ pub(crate) struct CreateTaskRequest {
     pub(crate) action: String,
     pub(crate) payload: WebhookPayloadRequest,
     /// When to call, RFC 3339 with an offset. A time in the past means "as soon as
-    /// possible". Exactly one of `run_at` and `delay_seconds`.
+    /// possible". Exactly one of `run_at`, `delay_seconds` and `run_at_local`.
     #[serde(default)]
     #[schema(example = "2026-05-17T15:00:00Z", format = DateTime)]
     pub(crate) run_at: Option<String>,
@@ -44,6 +45,16 @@ pub(crate) struct CreateTaskRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 316_224_000)]
     pub(crate) delay_seconds: Option<i64>,
+    /// A local date and time without offset (`YYYY-MM-DDTHH:MM[:SS[.fff]]`), in
+    /// `timezone`; alternative to `run_at`. A time the clocks skip is the first instant
+    /// after the gap; a time they repeat is its earlier instance.
+    #[serde(default)]
+    #[schema(example = "2027-03-28T09:00:00")]
+    pub(crate) run_at_local: Option<String>,
+    /// The IANA time zone of `run_at_local` (required with it, refused without it).
+    #[serde(default)]
+    #[schema(example = "Europe/Paris")]
+    pub(crate) timezone: Option<String>,
     #[serde(default)]
     pub(crate) retry: Option<RetryRequest>,
     /// Webhook timeout in seconds, 1..=30 (default 10).
@@ -138,31 +149,15 @@ impl CreateTaskRequest {
             headers: WebhookHeaders::parse(p.headers.unwrap_or_default())?,
             data: p.data,
         });
-        let run_at = match (self.run_at, self.delay_seconds) {
-            (Some(s), None) => parse_time("run_at", &s)?,
-            (None, Some(d)) if (0..=MAX_DELAY_SECONDS).contains(&d) => {
-                // Whole milliseconds, like a parsed run_at: the precision the stores compare.
-                crate::domain::to_millis(now) + TimeDelta::seconds(d)
-            }
-            (None, Some(_)) => {
-                return Err(ValidationError::new(
-                    "delay_seconds",
-                    format!("must be between 0 and {MAX_DELAY_SECONDS}"),
-                ));
-            }
-            (Some(_), Some(_)) => {
-                return Err(ValidationError::new(
-                    "delay_seconds",
-                    "give run_at or delay_seconds, not both",
-                ));
-            }
-            (None, None) => {
-                return Err(ValidationError::new(
-                    "run_at",
-                    "required (or delay_seconds)",
-                ));
-            }
-        };
+        let (run_at, local) = parse_when(
+            When {
+                run_at: self.run_at,
+                delay_seconds: self.delay_seconds,
+                run_at_local: self.run_at_local,
+                timezone: self.timezone,
+            },
+            now,
+        )?;
         let retry = match self.retry {
             Some(r) => RetryPolicy::parse(
                 r.max_attempts,
@@ -181,7 +176,98 @@ impl CreateTaskRequest {
             run_at,
             retry,
             timeout,
+            local,
         })
+    }
+}
+
+/// The time fields of a create or a `PATCH`, of which exactly one is given.
+struct When {
+    run_at: Option<String>,
+    delay_seconds: Option<i64>,
+    run_at_local: Option<String>,
+    timezone: Option<String>,
+}
+
+/// Resolves [`When`] to an instant in whole milliseconds (`delay_seconds` counts from `now`),
+/// with the local time and zone when they were given. Neither is a `400` naming `run_at`;
+/// more than one names the later one (`delay_seconds`, then `run_at_local`); `timezone`
+/// goes with `run_at_local` and only with it.
+fn parse_when(
+    w: When,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, Option<LocalRunAt>), ValidationError> {
+    const ONE_OF: &str = "give exactly one of run_at, delay_seconds and run_at_local";
+    if w.run_at_local.is_none() && w.timezone.is_some() {
+        return Err(ValidationError::new(
+            "timezone",
+            "only with run_at_local (run_at carries its own offset)",
+        ));
+    }
+    match (w.run_at, w.delay_seconds, w.run_at_local) {
+        (Some(s), None, None) => Ok((parse_time("run_at", &s)?, None)),
+        (None, Some(d), None) if (0..=MAX_DELAY_SECONDS).contains(&d) => {
+            // Whole milliseconds, like a parsed run_at: the precision the stores compare.
+            Ok((crate::domain::to_millis(now) + TimeDelta::seconds(d), None))
+        }
+        (None, Some(_), None) => Err(ValidationError::new(
+            "delay_seconds",
+            format!("must be between 0 and {MAX_DELAY_SECONDS}"),
+        )),
+        (None, None, Some(local)) => {
+            let zone = w.timezone.ok_or_else(|| {
+                ValidationError::new("timezone", "required with run_at_local (e.g. Europe/Paris)")
+            })?;
+            let (local, at) = LocalRunAt::parse(&local, &zone)?;
+            Ok((at, Some(local)))
+        }
+        (Some(_), Some(_), None) => Err(ValidationError::new("delay_seconds", ONE_OF)),
+        (_, _, Some(_)) => Err(ValidationError::new("run_at_local", ONE_OF)),
+        (None, None, None) => Err(ValidationError::new(
+            "run_at",
+            "required (or delay_seconds, or run_at_local with timezone)",
+        )),
+    }
+}
+
+/// `PATCH /tasks/{task_id}`: the task's new time, given as on create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RescheduleRequest {
+    /// The new time, RFC 3339 with an offset; a time in the past means "as soon as
+    /// possible". Exactly one of `run_at`, `delay_seconds` and `run_at_local`.
+    #[serde(default)]
+    #[schema(example = "2026-05-17T15:00:00Z", format = DateTime)]
+    pub(crate) run_at: Option<String>,
+    /// Seconds from now.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 316_224_000)]
+    pub(crate) delay_seconds: Option<i64>,
+    /// A local date and time without offset, in `timezone` (as on create).
+    #[serde(default)]
+    #[schema(example = "2027-03-28T09:00:00")]
+    pub(crate) run_at_local: Option<String>,
+    /// The IANA time zone of `run_at_local` (required with it, refused without it).
+    #[serde(default)]
+    #[schema(example = "Europe/Paris")]
+    pub(crate) timezone: Option<String>,
+}
+
+impl RescheduleRequest {
+    /// The new instant and the local time it was given as, if it was.
+    pub(crate) fn parse(
+        self,
+        now: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, Option<LocalRunAt>), ValidationError> {
+        parse_when(
+            When {
+                run_at: self.run_at,
+                delay_seconds: self.delay_seconds,
+                run_at_local: self.run_at_local,
+                timezone: self.timezone,
+            },
+            now,
+        )
     }
 }
 
@@ -269,6 +355,15 @@ pub(crate) struct TaskView {
     pub(crate) action: String,
     pub(crate) payload: PayloadView,
     pub(crate) run_at: String,
+    /// The local time `run_at` was given as (`run_at_local`), only when it was; `run_at` is
+    /// the instant it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2027-03-28T09:00:00")]
+    pub(crate) run_at_local: Option<String>,
+    /// The IANA time zone of `run_at_local`, only with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Europe/Paris")]
+    pub(crate) timezone: Option<String>,
     pub(crate) created_at: String,
     pub(crate) updated_at: String,
     pub(crate) retry: RetryView,
@@ -297,6 +392,8 @@ impl From<&Task> for TaskView {
                 data: hook.data.clone(),
             },
             run_at: format_time(&t.run_at),
+            run_at_local: t.local.as_ref().map(|l| l.run_at_local.clone()),
+            timezone: t.local.as_ref().map(|l| l.timezone.clone()),
             created_at: format_time(&t.created_at),
             updated_at: format_time(&t.updated_at),
             retry: RetryView {

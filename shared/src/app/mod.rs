@@ -17,6 +17,9 @@ use crate::ports::{
 
 #[cfg(test)]
 mod recovery_tests;
+mod reschedule;
+#[cfg(test)]
+mod reschedule_tests;
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]

@@ -25,6 +25,7 @@ fn new_task(url: &str, run_at: DateTime<Utc>, max_attempts: i64) -> NewTask {
         run_at,
         retry: RetryPolicy::parse(Some(max_attempts), Some(1), Some(1)).unwrap(),
         timeout: TimeoutSeconds::default(),
+        local: None,
     }
 }
 

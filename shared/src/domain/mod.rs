@@ -3,6 +3,7 @@
 
 mod error;
 mod id;
+mod local_time;
 mod retry;
 mod task;
 mod time;
@@ -10,6 +11,7 @@ mod webhook;
 
 pub(crate) use error::ValidationError;
 pub(crate) use id::{Cursor, IdempotencyKey, Owner, TaskId};
+pub(crate) use local_time::LocalRunAt;
 pub(crate) use retry::RetryPolicy;
 pub(crate) use task::{
     AttemptOutcome, ClaimRejection, Delivery, NewTask, Next, RetryHint, Status, Task,

@@ -3,7 +3,9 @@ use std::{fmt, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Action, IdempotencyKey, Owner, RetryPolicy, TaskId, ValidationError, to_millis};
+use super::{
+    Action, IdempotencyKey, LocalRunAt, Owner, RetryPolicy, TaskId, ValidationError, to_millis,
+};
 
 /// The status machine of docs/api.md:
 /// `scheduled → running → completed | failed`, `running → scheduled` while a retry waits,
@@ -112,6 +114,8 @@ pub(crate) struct NewTask {
     pub(crate) run_at: DateTime<Utc>,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: TimeoutSeconds,
+    /// The local time and zone `run_at` was given as, if it was (`run_at_local`).
+    pub(crate) local: Option<LocalRunAt>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,6 +250,10 @@ pub(crate) struct Task {
     /// Hash of the canonical create request, to tell an idempotent repeat from a conflict.
     pub(crate) request_hash: Option<String>,
     pub(crate) dead_letter: Option<DeadLetter>,
+    /// The local time and zone the client gave for `run_at` (`run_at_local` + `timezone`),
+    /// kept to show it back; `run_at` is the instant it resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) local: Option<LocalRunAt>,
 }
 
 impl Task {
@@ -288,6 +296,7 @@ impl Task {
             idempotency_key,
             request_hash,
             dead_letter: None,
+            local: new.local,
         }
     }
 
@@ -469,6 +478,31 @@ impl Task {
         Ok(t)
     }
 
+    /// `scheduled → scheduled`, due at `at` instead (`PATCH /tasks/{id}`; `/run` with `at`
+    /// = now and no local time): `run_at` and the next attempt both move to `at`, in whole
+    /// milliseconds, and `local` replaces the local time shown. The attempt number stays: a
+    /// wake-up still on its way for the old time finds the attempt not yet due (it re-arms
+    /// for the new time) or already made (it is stale), so it never delivers early or twice.
+    pub(crate) fn reschedule(
+        &self,
+        at: DateTime<Utc>,
+        local: Option<LocalRunAt>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, TransitionError> {
+        if self.status != Status::Scheduled {
+            return Err(TransitionError {
+                from: self.status,
+                rule: "only a scheduled task can be rescheduled or run now",
+            });
+        }
+        let at = to_millis(at);
+        let mut t = self.bumped(now);
+        t.run_at = at;
+        t.next_attempt_at = Some(at);
+        t.local = local;
+        Ok(t)
+    }
+
     /// `failed → scheduled`, due now, with a fresh attempt budget.
     pub(crate) fn retry_failed(&self, now: DateTime<Utc>) -> Result<Self, TransitionError> {
         if self.status != Status::Failed {
@@ -506,6 +540,7 @@ mod tests {
             run_at: t0(),
             retry: RetryPolicy::parse(Some(max_attempts), Some(10), Some(60)).unwrap(),
             timeout: TimeoutSeconds::default(),
+            local: None,
         };
         Task::new(
             TaskId::generate(),

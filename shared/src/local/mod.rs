@@ -152,7 +152,9 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         config.rate_limit,
         config.rate_limit.saturating_mul(RATE_LIMIT_BURST),
     );
-    axum::serve(listener, api::router_with(scheduler, auth, limit))
+    // The console's page is static and holds no data; its API calls are authenticated.
+    let app = api::router_with(scheduler, auth, limit).merge(crate::console::router());
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .context("serving HTTP")?;

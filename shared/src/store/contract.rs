@@ -12,6 +12,11 @@ use crate::domain::{
 };
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskScan, TaskStore};
 
+mod reschedule;
+pub(crate) use reschedule::{
+    a_move_races_a_cancel, a_move_races_the_claim, a_moved_task_is_found_at_its_new_time,
+};
+
 /// A store under contract: the task store and the sweeper's scan of it.
 pub(crate) trait ScanStore: TaskStore + TaskScan {}
 impl<T: TaskStore + TaskScan> ScanStore for T {}
@@ -75,6 +80,7 @@ pub(crate) fn task(owner: &Owner, run_at: DateTime<Utc>, key: Option<&str>) -> T
         run_at,
         retry: RetryPolicy::parse(Some(3), Some(10), Some(60)).unwrap(),
         timeout: TimeoutSeconds::default(),
+        local: None,
     };
     Task::new(
         TaskId::generate(),
@@ -660,7 +666,8 @@ macro_rules! store_contract_tests {
             claimable_at_the_exact_due_time, cancel_races, list_paging,
             idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once,
             overdue_names_what_should_be_moving,
-            sub_millisecond_due_times_are_claimable_when_the_task_says);
+            sub_millisecond_due_times_are_claimable_when_the_task_says,
+            a_move_races_the_claim, a_move_races_a_cancel, a_moved_task_is_found_at_its_new_time);
     };
     (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
         $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*

@@ -80,8 +80,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Action, Attempt, Cursor, DeadLetter, IdempotencyKey, Owner, RetryPolicy, Status, Task, TaskId,
-    TimeoutSeconds,
+    Action, Attempt, Cursor, DeadLetter, IdempotencyKey, LocalRunAt, Owner, RetryPolicy, Status,
+    Task, TaskId, TimeoutSeconds,
 };
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
 
@@ -177,6 +177,9 @@ struct Record {
     /// TTL (epoch seconds); only on finished tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
+    /// `run_at_local` and `timezone`, when the client gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalRunAt>,
 }
 
 /// The idempotency-key item.
@@ -276,6 +279,7 @@ impl Record {
                 .status
                 .is_finished()
                 .then(|| (task.updated_at + retention).timestamp()),
+            local: task.local.clone(),
         }
     }
 
@@ -300,6 +304,7 @@ impl Record {
             idempotency_key: self.idempotency_key,
             request_hash: self.request_hash,
             dead_letter: self.dead_letter,
+            local: self.local,
         }
     }
 }

@@ -219,15 +219,18 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
 fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
     let Columns {
         status,
+        run_at,
         wake_at,
         attempt,
         version,
         body,
         ..
     } = Columns::of(task)?;
+    // `run_at` too: a move (`PATCH`, `/run`) changes it, and lists are ordered by it.
     let changed = conn
         .prepare_cached(
-            "UPDATE tasks SET status = ?2, wake_at = ?3, attempt = ?4, version = ?5, body = ?6
+            "UPDATE tasks SET status = ?2, wake_at = ?3, attempt = ?4, version = ?5, body = ?6,
+                              run_at = ?7
              WHERE id = ?1 AND version = ?5 - 1",
         )
         .and_then(|mut st| {
@@ -237,7 +240,8 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
                 wake_at,
                 attempt,
                 version,
-                body
+                body,
+                run_at
             ])
         })
         .map_err(unavailable)?;

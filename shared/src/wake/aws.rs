@@ -203,6 +203,15 @@ pub(crate) fn plan(wake: WakeUp, at: DateTime<Utc>, now: DateTime<Utc>) -> Plan 
     }
 }
 
+/// `CreateSchedule`'s idempotency token: the schedule's name and the due instant in epoch
+/// milliseconds. Arming the same attempt for the same time again is one request; a task
+/// moved to another time (`PATCH`) after its schedule was deleted gets a new schedule of the
+/// same name, which a token reused with other parameters could refuse or answer with the old
+/// one. At most 53 printable characters (Scheduler allows 64).
+pub(crate) fn client_token(name: &ScheduleName, due: DateTime<Utc>) -> String {
+    format!("{}.{}", name.as_str(), due.timestamp_millis())
+}
+
 /// Where the wake-ups go; from the environment (see `lambda::AwsConfig`).
 #[derive(Debug, Clone)]
 pub(crate) struct AwsWakerConfig {
@@ -324,7 +333,7 @@ impl AwsWaker {
             .flexible_time_window(window)
             .action_after_completion(ActionAfterCompletion::Delete)
             .target(target)
-            .client_token(name.as_str())
+            .client_token(client_token(name, due))
             .send()
             .await;
         match result {

@@ -77,6 +77,7 @@ fn task_for(url: &str, run_at: DateTime<Utc>) -> NewTask {
         run_at,
         retry: RetryPolicy::parse(Some(3), Some(1), Some(1)).unwrap(),
         timeout: TimeoutSeconds::default(),
+        local: None,
     }
 }
 
@@ -404,6 +405,7 @@ const TIMEOUT_S: i64 = 4;
 fn body_task(port: u16) -> NewTask {
     NewTask {
         timeout: TimeoutSeconds::parse(TIMEOUT_S).unwrap(),
+        local: None,
         ..task_for(&format!("http://127.0.0.1:{port}/hook"), Utc::now())
     }
 }

@@ -329,6 +329,7 @@ mod tests {
             run_at: Utc::now(),
             retry: RetryPolicy::default(),
             timeout: TimeoutSeconds::default(),
+            local: None,
         };
         Task::new(
             TaskId::generate(),

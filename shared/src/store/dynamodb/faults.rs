@@ -381,3 +381,60 @@ async fn fire_retry_and_cancel_go_on_after_lost_responses() {
     assert_eq!(direct.get(u.id).await.unwrap().unwrap(), cancelled);
     assert_eq!(proxy.injected(), 5);
 }
+
+/// `PATCH` and `/run` whose write's response was lost: the move is ours (`200`, not `409`),
+/// its wake-up is armed for the new time, and a rival move from the old version still loses.
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn moves_whose_response_was_lost_are_ours_and_a_rival_still_conflicts() {
+    use crate::app::{Ports, Scheduler};
+    use crate::domain::WakeUp;
+    use crate::fakes::{RecordingDeadLetters, RecordingWaker, ScriptedWebhook};
+    use std::sync::Arc;
+
+    let (proxy, lossy, direct, _, table) = rig().await;
+    let waker = Arc::new(RecordingWaker::default());
+    let s = Scheduler::new(Ports {
+        store: Arc::new(lossy),
+        waker: waker.clone(),
+        webhook: Arc::new(ScriptedWebhook::default()),
+        clock: Arc::new(crate::ports::SystemClock),
+        dead_letters: Arc::new(RecordingDeadLetters::default()),
+        metrics: Arc::new(crate::ports::NoMetrics),
+        targets: Arc::new(crate::ports::AllowAllTargets),
+    });
+    let o = owner();
+    let t = task(&o, t0() + TimeDelta::hours(1), None);
+    direct.create(&t).await.unwrap();
+    let wake = WakeUp {
+        task_id: t.id,
+        attempt: 1,
+    };
+    let new = t0() + TimeDelta::hours(2);
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    let moved = s
+        .reschedule(&o, t.id, new, None)
+        .await
+        .expect("the move is ours");
+    assert_eq!(proxy.injected(), 1, "the fault was met");
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), moved);
+    assert_eq!(moved.next_attempt_at, Some(new));
+    assert_eq!(waker.armed.lock().unwrap().last(), Some(&(wake, new)));
+    proxy.inject("PutItem", Fault::LoseResponse, 1);
+    let due = s.run_now(&o, t.id).await.expect("the run is ours");
+    assert_eq!(proxy.injected(), 2);
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), due);
+    // A move decided on the first version is a rival now, lost response or not.
+    let other = proxy.store(&table).await;
+    for lose in [false, true] {
+        if lose {
+            proxy.inject("PutItem", Fault::LoseResponse, 1);
+        }
+        let stale = t.reschedule(t0(), None, t0()).unwrap();
+        assert!(matches!(
+            other.update(&stale).await,
+            Err(PortError::Conflict)
+        ));
+    }
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), due);
+}

@@ -309,3 +309,20 @@ fn the_schedule_target_is_the_unqualified_function_arn() {
     assert_eq!(unqualified(&format!("{f}:42")), f);
     assert_eq!(unqualified("function-arn"), "function-arn");
 }
+
+#[test]
+fn the_idempotency_token_is_the_attempt_and_its_due_time() {
+    let w = WakeUp {
+        task_id: TaskId::parse("7ZZZZZZZZZZZZZZZZZZZZZZZZZ").unwrap(),
+        attempt: u32::MAX,
+    };
+    let name = ScheduleName::of(w);
+    let due = t("9999-12-31T23:59:59.999Z");
+    let token = client_token(&name, due);
+    // The longest one: within Scheduler's 64 printable characters.
+    assert_eq!(token, format!("{}.253402300799999", name.as_str()));
+    assert!(token.len() <= 64 && token.chars().all(|c| (' '..='~').contains(&c)));
+    // The same attempt armed again for the same time: the same request. Moved: another.
+    assert_eq!(client_token(&name, due), token);
+    assert_ne!(client_token(&name, due - TimeDelta::hours(1)), token);
+}
