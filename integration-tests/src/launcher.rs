@@ -45,6 +45,10 @@ pub const PRODUCT_ENV: &[&str] = &[
     "SIGNING_SECRET_ARN",
     "AWS_LAMBDA_RUNTIME_API",
     "AWS_ENDPOINT_URL",
+    // The client (`tasks`, `console`).
+    "TASK_SCHEDULER_ENDPOINT",
+    "TASK_SCHEDULER_TOKEN",
+    "AWS_REGION",
     // Both.
     "LOG_FORMAT",
     "RUST_LOG",

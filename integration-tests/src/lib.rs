@@ -8,6 +8,8 @@
 //! - [`process`]: the local server under test;
 //! - [`api`]: the API client;
 //! - [`receiver`]: the webhook receiver;
+//! - `sigv4_stub` (feature `aws`): a stub of API Gateway that verifies SigV4 signatures and
+//!   forwards to a local server;
 //! - `aws` (feature `aws`): the cloud rehearsal's rig, events, function and recorder.
 
 pub mod api;
@@ -16,6 +18,8 @@ pub mod aws;
 pub mod launcher;
 pub mod process;
 pub mod receiver;
+#[cfg(feature = "aws")]
+pub mod sigv4_stub;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 

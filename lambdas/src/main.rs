@@ -1,5 +1,12 @@
 //! The one binary. `serve` runs the scheduler locally; in AWS Lambda the same binary is the
-//! function's bootstrap. Thin on purpose: logging, configuration, run.
+//! function's bootstrap. Thin on purpose: logging, configuration, run. Beside them, the
+//! API's clients: `tasks` (the command line, [`client`]) and `console` (the console's page
+//! with a signing proxy, [`console`]), which call the API over HTTP like any client.
+
+mod client;
+mod console;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +34,11 @@ enum Command {
     /// automatically when AWS_LAMBDA_RUNTIME_API is set and no subcommand is given.
     #[cfg(feature = "aws")]
     Lambda,
+    /// Call the API: create, list, get, cancel, retry, run and reschedule tasks
+    Tasks(Box<client::TasksArgs>),
+    /// Serve the operator console on loopback, forwarding its API calls to --endpoint with
+    /// your credentials (SigV4 for API Gateway, TASK_SCHEDULER_TOKEN for a local server)
+    Console(console::ConsoleArgs),
 }
 
 /// JSON logs (with the span's task id and attempt) when `LOG_FORMAT=json`, and always in
@@ -68,8 +80,22 @@ fn on_signal(token: CancellationToken) {
     });
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client prints its own errors and exit codes (1: the API said no, or no answer).
+    if let Some(Command::Tasks(args)) = cli.command {
+        return client::run(args);
+    }
+    match host(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn host(cli: Cli) -> anyhow::Result<()> {
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let command = match cli.command {
         Some(command) => command,
@@ -108,5 +134,14 @@ fn main() -> anyhow::Result<()> {
             .build()?
             .block_on(shared::lambda::run())
             .map_err(anyhow::Error::from_boxed),
+        Command::Console(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let token = CancellationToken::new();
+                on_signal(token.clone());
+                console::run(args, token).await
+            }),
+        Command::Tasks(_) => unreachable!("handled in main"),
     }
 }
