@@ -3,14 +3,30 @@
 
 mod error;
 mod id;
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the schedules use cases come next")
+)]
+mod recurrence;
 mod retry;
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "the schedules use cases come next")
+)]
+mod schedule;
 mod task;
 mod time;
 mod webhook;
 
 pub(crate) use error::ValidationError;
 pub(crate) use id::{Cursor, IdempotencyKey, Owner, TaskId};
+#[allow(unused_imports, reason = "the schedules use cases come next")]
+pub(crate) use recurrence::{CronExpr, Every, Plan, Recurrence, parse_timezone};
 pub(crate) use retry::RetryPolicy;
+#[allow(unused_imports, reason = "the schedules use cases come next")]
+pub(crate) use schedule::{
+    NewSchedule, Occurrence, Replanned, Schedule, ScheduleChanges, ScheduleId, TaskTemplate,
+};
 pub(crate) use task::{
     AttemptOutcome, ClaimRejection, Delivery, NewTask, Next, RetryHint, Status, Task,
     TimeoutSeconds, TransitionError, WakeUp,

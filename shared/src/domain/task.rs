@@ -246,6 +246,9 @@ pub(crate) struct Task {
     /// Hash of the canonical create request, to tell an idempotent repeat from a conflict.
     pub(crate) request_hash: Option<String>,
     pub(crate) dead_letter: Option<DeadLetter>,
+    /// Set on a schedule's occurrences: which schedule, and the instant planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) occurrence: Option<super::Occurrence>,
 }
 
 impl Task {
@@ -288,6 +291,7 @@ impl Task {
             idempotency_key,
             request_hash,
             dead_letter: None,
+            occurrence: None,
         }
     }
 

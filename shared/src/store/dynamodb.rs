@@ -174,6 +174,8 @@ struct Record {
     request_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dead_letter: Option<DeadLetter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    occurrence: Option<crate::domain::Occurrence>,
     /// TTL (epoch seconds); only on finished tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
@@ -272,6 +274,7 @@ impl Record {
             idempotency_key: task.idempotency_key.clone(),
             request_hash: task.request_hash.clone(),
             dead_letter: task.dead_letter.clone(),
+            occurrence: task.occurrence.clone(),
             expires_at: task
                 .status
                 .is_finished()
@@ -300,6 +303,7 @@ impl Record {
             idempotency_key: self.idempotency_key,
             request_hash: self.request_hash,
             dead_letter: self.dead_letter,
+            occurrence: self.occurrence,
         }
     }
 }
