@@ -20,10 +20,8 @@ mod webhook;
 
 pub(crate) use error::ValidationError;
 pub(crate) use id::{Cursor, IdempotencyKey, Owner, TaskId};
-#[allow(unused_imports, reason = "the schedules use cases come next")]
-pub(crate) use recurrence::{CronExpr, Every, Plan, Recurrence, parse_timezone};
+pub(crate) use recurrence::{CronExpr, Every, Recurrence, parse_timezone};
 pub(crate) use retry::RetryPolicy;
-#[allow(unused_imports, reason = "the schedules use cases come next")]
 pub(crate) use schedule::{
     NewSchedule, Occurrence, Replanned, Schedule, ScheduleChanges, ScheduleId, TaskTemplate,
 };
