@@ -283,20 +283,21 @@ impl Scheduler {
     }
 
     /// After a claim: when the claimed task was its schedule's pending occurrence, the
-    /// claim's transaction wrote the next one; arm it. A failure here loses nothing: the
-    /// next occurrence is a stored `scheduled` task, which the sweeper arms.
+    /// claim's transaction wrote the next one and named it in the claimed task
+    /// ([`Occurrence::next`](crate::domain::Occurrence)); arm it. A failure here loses
+    /// nothing: the next occurrence is a stored `scheduled` task, which the sweeper arms.
     pub(super) async fn arm_next_occurrence(&self, claimed: &Task) {
-        let (Some(store), Some(o)) = (&self.schedules, &claimed.occurrence) else {
+        let Some(next) = claimed.occurrence.as_ref().and_then(|o| o.next) else {
             return;
         };
-        match store.get_schedule(o.schedule_id).await {
-            Ok(Some(s)) if s.last_task_id == Some(claimed.id) => self.arm_pending(&s).await,
-            Ok(_) => {}
-            Err(e) => {
-                self.ports.metrics.wake_up_deferred();
-                warn!(schedule_id = %o.schedule_id, error = %e,
-                    "could not read the schedule to arm its next occurrence; the sweeper will arm it");
-            }
+        let wake = WakeUp {
+            task_id: next.task_id,
+            attempt: 1,
+        };
+        if let Err(e) = self.ports.waker.arm(wake, next.at).await {
+            self.ports.metrics.wake_up_deferred();
+            warn!(task_id = %next.task_id, error = %e,
+                "next occurrence stored but its wake-up could not be armed; the sweeper will arm it");
         }
     }
 

@@ -80,6 +80,10 @@ pub(crate) struct Occurrence {
     /// Made by `POST /schedules/{id}/trigger`, outside the plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) triggered: bool,
+    /// Set when this occurrence's claim moved the chain on: the occurrence written with the
+    /// claim, which the claimer arms (without reading the schedule again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) next: Option<Pending>,
 }
 
 /// What each occurrence does: a create request without its time.
@@ -216,8 +220,9 @@ pub(crate) struct Replanned {
 }
 
 impl Schedule {
-    /// How many missed occurrences a catch-up counts at most.
-    pub(crate) const MAX_MISSED: u32 = 100_000;
+    /// How many missed occurrences a catch-up counts at most: counting walks the plan, inside
+    /// the claim's transaction, so a second-by-second schedule down for a day stops at this.
+    pub(crate) const MAX_MISSED: u32 = 10_000;
 
     /// A new schedule and its first occurrence (none while paused, or when the plan has no
     /// occurrence after `now`).
@@ -298,6 +303,7 @@ impl Schedule {
             planned_at: task.run_at,
             catch_up: None,
             triggered,
+            next: None,
         });
         task
     }
@@ -337,6 +343,9 @@ impl Schedule {
         let mut s = self.bumped(now);
         s.last_task_id = Some(claimed.id);
         let create = s.plan_next(planned.max(now), now);
+        if let Some(o) = marked.occurrence.as_mut() {
+            o.next = s.pending;
+        }
         Some((
             Replanned {
                 schedule: s,
