@@ -52,12 +52,13 @@ test-rust: ## Rust unit, route and black-box tests (builds the binary first)
 
 # The independent oracle for schedules' cron plans: 10,000 random expressions x zones x start
 # instants, their next 20 runs from Python's croniter + zoneinfo (scripts/cron_oracle.py, a
-# fixed seed), compared with the product's by an ignored Rust test. The same `cargo test
-# --workspace` features as test-rust, so it reuses that build.
-CRON_ORACLE_CASES := target/cron-oracle.json
+# fixed seed), written to target/cron-oracle.json (the path the test reads) and compared with
+# the product's by an ignored Rust test. The same `cargo test --workspace` features as
+# test-rust, so it reuses that build.
 test-cron-oracle: $(VENV)/.stamp ## Schedules' cron plans against croniter + zoneinfo (10,000 cases)
-	$(VENV)/bin/python scripts/cron_oracle.py --seed 13 --cases 10000 --out $(CRON_ORACLE_CASES)
-	CRON_ORACLE_CASES=$(CURDIR)/$(CRON_ORACLE_CASES) $(CARGO) test --workspace --lib croniter_oracle -- --ignored --nocapture
+	mkdir -p target
+	$(VENV)/bin/python scripts/cron_oracle.py --seed 13 --cases 10000 --out target/cron-oracle.json
+	$(CARGO) test --workspace --lib croniter_oracle -- --ignored --nocapture
 
 lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit for the CDK app
 	$(CARGO) fmt --all -- --check

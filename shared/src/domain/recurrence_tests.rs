@@ -513,10 +513,11 @@ fn croniter_oracle_agrees() {
         from: String,
         next: Vec<String>,
     }
-    let path = std::env::var("CRON_ORACLE_CASES")
-        .expect("CRON_ORACLE_CASES names the cases file (make test-cron-oracle writes it)");
-    let cases: Vec<Case> =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("cases file")).unwrap();
+    // Written by `make test-cron-oracle` (scripts/cron_oracle.py) before it runs this test.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/cron-oracle.json");
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{path}: {e} (make test-cron-oracle writes it)"));
+    let cases: Vec<Case> = serde_json::from_str(&text).unwrap();
     assert!(cases.len() >= 10_000, "only {} cases", cases.len());
     let mut disagreements = Vec::new();
     for c in &cases {
