@@ -11,7 +11,7 @@ VENV := .venv
 # silently missing from `make help` and `make test`.
 MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk mk/console.mk
 # Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
-TEST_TARGETS := test-rust test-aws cdk-test test-security test-console
+TEST_TARGETS := test-rust test-cron-oracle test-aws cdk-test test-security test-console
 # Every debug build of `make test` resolves features as the workspace's tests do (all members,
 # dev-dependencies included, as `cargo nextest run --workspace` does), and the binary that the
 # black-box tests, the rehearsal and the fuzzer run (target/debug/task-scheduler) comes from it.
@@ -21,7 +21,7 @@ TEST_TARGETS := test-rust test-aws cdk-test test-security test-console
 # SDK) once more.
 BUILD_FOR_TESTS = $(CARGO) build --workspace --bins --tests
 
-.PHONY: help dev build test test-suites test-rust lint fmt
+.PHONY: help dev build test test-suites test-rust test-cron-oracle lint fmt
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
@@ -49,6 +49,16 @@ test-rust: ## Rust unit, route and black-box tests (builds the binary first)
 	else \
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+# The independent oracle for schedules' cron plans: 10,000 random expressions x zones x start
+# instants, their next 20 runs from Python's croniter + zoneinfo (scripts/cron_oracle.py, a
+# fixed seed), written to target/cron-oracle.json (the path the test reads) and compared with
+# the product's by an ignored Rust test. The same `cargo test --workspace` features as
+# test-rust, so it reuses that build.
+test-cron-oracle: $(VENV)/.stamp ## Schedules' cron plans against croniter + zoneinfo (10,000 cases)
+	mkdir -p target
+	$(VENV)/bin/python scripts/cron_oracle.py --seed 13 --cases 10000 --out target/cron-oracle.json
+	$(CARGO) test --workspace --lib croniter_oracle -- --ignored --nocapture
 
 lint: cdk-deps ## cargo fmt --check, clippy with warnings denied, tsc --noEmit for the CDK app
 	$(CARGO) fmt --all -- --check

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 ORDER = [
     "loadgen",
     "burst",
+    "schedules",
     "precision",
     "scale",
     "aws_coldstart",
@@ -112,15 +113,15 @@ def verdict(p):
     return {True: "✅ pass", False: "❌ FAIL", None: ""}[p]
 
 
-def plot_burst(raw, out):
+def plot_burst(raw, out, title=None, xlabel="lateness (ms): receiver arrival − run_at"):
     lat = raw["series"]["lateness_ms"]
     if not lat:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     ax1.hist(lat, bins=60, color="#4477aa")
-    ax1.set_xlabel("lateness (ms): receiver arrival − run_at")
+    ax1.set_xlabel(xlabel)
     ax1.set_ylabel("deliveries")
-    ax1.set_title(f"burst: {len(lat):,} tasks due at one instant")
+    ax1.set_title(title or f"burst: {len(lat):,} tasks due at one instant")
     n = len(lat)
     ax2.plot(lat, [(i + 1) / n for i in range(n)], color="#4477aa")
     ax2.set_xlabel("lateness (ms)")
@@ -209,6 +210,13 @@ def main():
     plots = {}
     if "burst" in raws:
         plots["burst"] = plot_burst(raws["burst"], results / "burst_lateness.png")
+    if "schedules" in raws:
+        plots["schedules"] = plot_burst(
+            raws["schedules"],
+            results / "schedules_lateness.png",
+            title=f"schedules: {len(raws['schedules']['series']['lateness_ms']):,} due on one minute boundary",
+            xlabel="lateness (ms): receiver arrival − the minute boundary",
+        )
     if "precision" in raws:
         plots["precision"] = plot_precision(raws["precision"], results / "precision_lateness.png")
     label = lambda n: f"{n}: {raws[n]['params'].get('tasks', 0):,} tasks"  # noqa: E731
@@ -278,9 +286,10 @@ def main():
     captions = {
         "throughput": "Create throughput over time",
         "burst": "Burst: lateness distribution (histogram and CDF)",
+        "schedules": "Schedules: 10,000 `* * * * *` schedules due on one minute boundary (histogram and CDF)",
         "precision": "Precision at rest: lateness CDF",
     }
-    for k in ("throughput", "burst", "precision"):
+    for k in ("throughput", "burst", "schedules", "precision"):
         if plots.get(k):
             lines += [f"**{captions[k]}**", "", f"![{captions[k]}]({plots[k]})", ""]
     lines += [

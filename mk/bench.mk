@@ -9,7 +9,7 @@
 # Knobs: BENCH_QUICK=1 (reduced sizes, ~30 s of measurement, the bench-quick build of the local
 # host alone), BENCH_ONLY="burst precision".
 
-BENCH_BINS := loadgen burst precision scale
+BENCH_BINS := loadgen burst schedules precision scale
 BENCH_ONLY ?= $(BENCH_BINS)
 BENCH_TARGET_DIR = $(or $(CARGO_TARGET_DIR),target)
 # The published figures come from the release build of the binary users run. BENCH_QUICK=1
@@ -22,7 +22,7 @@ BENCH_LAMBDA_DIR = $(BENCH_TARGET_DIR)/bench-lambda
 
 .PHONY: bench bench-aws bench-report
 
-bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, precision, scale -> bench/results/ (BENCH_QUICK=1: a lighter build, ~30 s of measurement)
+bench: $(VENV)/.stamp ## Benchmarks on loopback: create throughput, burst, schedules, precision, scale -> bench/results/ (BENCH_QUICK=1: a lighter build, ~30 s of measurement)
 	$(CARGO) build --profile $(BENCH_PROFILE) $(BENCH_FEATURES) -p task-scheduler -p bench
 	@# `sync` before each benchmark flushes the dirty pages of the build and of the previous
 	@# benchmark's store: on ext4 the store's fsyncs would otherwise wait for them (measured:

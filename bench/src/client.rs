@@ -107,6 +107,17 @@ pub async fn drive(
     concurrency: usize,
     body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
 ) -> anyhow::Result<Load> {
+    drive_to(server, "/tasks", n, concurrency, body).await
+}
+
+/// [`drive`] to another create route (`/schedules`); each must answer 201.
+pub async fn drive_to(
+    server: &Server,
+    path: &'static str,
+    n: u64,
+    concurrency: usize,
+    body: Arc<dyn Fn(u64) -> Bytes + Send + Sync>,
+) -> anyhow::Result<Load> {
     let next = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -159,7 +170,7 @@ pub async fn drive(
                 }
                 let b = body(i);
                 let t = Instant::now();
-                let result = client.post("/tasks", b).await;
+                let result = client.post(path, b).await;
                 lat.push(t.elapsed().as_micros() as u64);
                 match result {
                     Ok((201, _)) => {

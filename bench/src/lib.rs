@@ -16,7 +16,7 @@ pub mod results;
 pub mod server;
 
 pub use cli::{arg, build_profile, command_line, quick};
-pub use client::{Client, Load, drive, task_body};
+pub use client::{Client, Load, drive, drive_to, task_body};
 pub use integration_tests::{millis, rfc3339};
 pub use receiver::{Arrival, Receiver, ms_between};
 pub use results::{Figure, percentile, results_dir, sort_f64, write_results};

@@ -43,16 +43,20 @@ impl Clock for TokioClock {
     }
 }
 
-/// Records what was armed and disarmed.
+/// Records what was armed and disarmed; refuses to arm while `refuse` is set.
 #[derive(Default)]
 pub(crate) struct RecordingWaker {
     pub(crate) armed: Mutex<Vec<(WakeUp, DateTime<Utc>)>>,
     pub(crate) disarmed: Mutex<Vec<WakeUp>>,
+    pub(crate) refuse: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl Waker for RecordingWaker {
     async fn arm(&self, wake: WakeUp, at: DateTime<Utc>) -> Result<(), PortError> {
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(PortError::Unavailable("waker refused (test)".into()));
+        }
         self.armed.lock().unwrap().push((wake, at));
         Ok(())
     }
@@ -174,6 +178,13 @@ impl Rig {
         )
     }
 
+    /// A host without schedules (the AWS host's answer, for now).
+    pub(crate) fn without_schedules(webhook: ScriptedWebhook) -> Self {
+        let mut rig = Self::new(webhook);
+        rig.scheduler = rig.scheduler.without_schedules();
+        rig
+    }
+
     pub(crate) fn with(
         webhook: ScriptedWebhook,
         targets: Arc<dyn TargetPolicy>,
@@ -195,7 +206,8 @@ impl Rig {
             dead_letters: dead_letters.clone(),
             metrics: Arc::new(NoMetrics),
             targets,
-        });
+        })
+        .with_schedules(Arc::new(store.clone()));
         Self {
             _dir: dir,
             store,

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Cursor, Delivery, Owner, Status, Task, TaskId, WakeUp};
+use crate::domain::{Cursor, Delivery, Owner, Schedule, ScheduleId, Status, Task, TaskId, WakeUp};
 
 /// How an adapter behind a port (store, waker, dead letters, task scan) fails. `Conflict`
 /// is the one the use cases act on: a conditional write lost a race.
@@ -35,6 +35,8 @@ pub(crate) enum ClaimOutcome {
 pub(crate) struct ListQuery {
     pub(crate) owner: Owner,
     pub(crate) status: Option<Status>,
+    /// Only the occurrences of this schedule (`GET /tasks?schedule_id=`).
+    pub(crate) schedule_id: Option<ScheduleId>,
     pub(crate) limit: u32,
     pub(crate) after: Option<Cursor>,
 }
@@ -68,6 +70,53 @@ pub(crate) trait TaskStore: Send + Sync + 'static {
 
     /// Replaces the task if the stored version is `task.version - 1`; `Conflict` otherwise.
     async fn update(&self, task: &Task) -> Result<(), PortError>;
+}
+
+#[derive(Debug)]
+pub(crate) enum ScheduleCreateOutcome {
+    Created,
+    /// The owner already used this idempotency key for a schedule; here it is.
+    Existing(Box<Schedule>),
+}
+
+/// One change to a schedule and its occurrence tasks, written all or nothing: the schedule
+/// replaced (or deleted) if its stored version is `schedule.version - 1`, each task in
+/// `update` replaced if its stored version is its `version - 1`, each task in `insert`
+/// created. Any condition that fails is `Conflict`, and nothing is written.
+#[derive(Debug, Clone)]
+pub(crate) struct ScheduleWrite {
+    pub(crate) schedule: Schedule,
+    pub(crate) delete: bool,
+    pub(crate) update: Vec<Task>,
+    pub(crate) insert: Vec<Task>,
+}
+
+/// Where schedules live, beside the tasks (the same store, so that one write covers both).
+/// A schedule's chain moves on inside [`TaskStore::claim`]: claiming its pending occurrence
+/// writes the claim, the next occurrence and the schedule in one transaction
+/// ([`Schedule::advance`]).
+#[async_trait]
+pub(crate) trait ScheduleStore: Send + Sync + 'static {
+    /// Inserts the schedule and its first occurrence together. With an idempotency key the
+    /// owner already used for a schedule, nothing is written and that schedule is returned.
+    async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        first: Option<&Task>,
+    ) -> Result<ScheduleCreateOutcome, PortError>;
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>, PortError>;
+
+    /// The owner's schedules by id (creation order), after `after`; `limit` at most, and
+    /// whether there are more.
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        after: Option<ScheduleId>,
+    ) -> Result<(Vec<Schedule>, bool), PortError>;
+
+    async fn write_schedule(&self, write: &ScheduleWrite) -> Result<(), PortError>;
 }
 
 /// Finds stored tasks that should be moving and may not be, for the sweeper

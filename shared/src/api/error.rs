@@ -107,6 +107,10 @@ impl From<AppError> for ApiError {
         match e {
             AppError::Invalid(v) => v.into(),
             AppError::NotFound => Self::not_found("task not found"),
+            AppError::ScheduleNotFound => Self::not_found("schedule not found"),
+            AppError::NotImplemented(m) => {
+                Self::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", m)
+            }
             AppError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             AppError::Unavailable(detail) => {
                 // The detail goes to the log, never to the client.

@@ -5,10 +5,13 @@ pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod extract;
 mod reschedule;
+pub(crate) mod schedules;
 pub(crate) mod types;
 
 #[cfg(test)]
 mod docs_tests;
+#[cfg(test)]
+mod schedules_tests;
 #[cfg(test)]
 mod tests;
 
@@ -28,7 +31,7 @@ use utoipa::{
 };
 
 use crate::app::{CreateCommand, Created, Scheduler};
-use crate::domain::{Cursor, IdempotencyKey, Status, Task, TaskId};
+use crate::domain::{Cursor, IdempotencyKey, ScheduleId, Status, Task, TaskId};
 use crate::ports::ListQuery;
 pub(crate) use auth::{ApiToken, Auth, Caller};
 use error::{ApiError, ErrorBody};
@@ -90,6 +93,20 @@ pub(crate) fn router_with(
         .route("/tasks/{task_id}/retry", post(retry_task))
         .route("/tasks/{task_id}", patch(reschedule::reschedule_task))
         .route("/tasks/{task_id}/run", post(reschedule::run_task))
+        .route(
+            "/schedules",
+            post(schedules::create_schedule).get(schedules::list_schedules),
+        )
+        .route(
+            "/schedules/{schedule_id}",
+            get(schedules::get_schedule)
+                .patch(schedules::patch_schedule)
+                .delete(schedules::delete_schedule),
+        )
+        .route(
+            "/schedules/{schedule_id}/trigger",
+            post(schedules::trigger_schedule),
+        )
         .route("/openapi.json", get(openapi_json))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -136,6 +153,15 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
         .transpose()
 }
 
+/// The hash an idempotent repeat is recognised by: of the body's canonical JSON.
+fn request_hash(canonical: &str) -> String {
+    use sha2::{Digest, Sha256};
+    base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        Sha256::digest(canonical.as_bytes()),
+    )
+}
+
 async fn create(
     state: ApiState,
     caller: Caller,
@@ -144,13 +170,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let task = body.value.parse(state.scheduler.now())?;
-    let hash = {
-        use sha2::{Digest, Sha256};
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD_NO_PAD,
-            Sha256::digest(body.canonical.as_bytes()),
-        )
-    };
+    let hash = request_hash(&body.canonical);
     let cmd = CreateCommand {
         owner: caller.0,
         task,
@@ -236,6 +256,7 @@ async fn schedule_task(
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
+        (status = 501, description = "`schedule_id` on a host without schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 async fn list_tasks(
@@ -246,6 +267,7 @@ async fn list_tasks(
     let mut query = ListQuery {
         owner: caller.0,
         status: None,
+        schedule_id: None,
         limit: 50,
         after: None,
     };
@@ -266,10 +288,20 @@ async fn list_tasks(
                     })?
             }
             "cursor" => query.after = Some(Cursor::decode(&v)?),
+            "schedule_id" => {
+                if !state.scheduler.has_schedules() {
+                    return Err(ApiError::new(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "not_implemented",
+                        "schedules are not available on this host yet (the local host has them)",
+                    ));
+                }
+                query.schedule_id = Some(ScheduleId::parse(&v)?);
+            }
             other => {
                 return Err(ApiError::invalid(
                     other,
-                    "unknown query parameter (status, limit, cursor)",
+                    "unknown query parameter (status, schedule_id, limit, cursor)",
                 ));
             }
         }
@@ -439,9 +471,11 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "task-scheduler", description = "A durable \"call this webhook at that time\" service."),
-    paths(create_task, schedule_task, list_tasks, get_task, cancel_task, retry_task, reschedule::reschedule_task, reschedule::run_task, health, openapi_json),
+    paths(create_task, schedule_task, list_tasks, get_task, cancel_task, retry_task, reschedule::reschedule_task, reschedule::run_task, health, openapi_json,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::patch_schedule, schedules::delete_schedule, schedules::trigger_schedule),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "tasks", description = "Scheduled webhook calls"), (name = "meta", description = "Service endpoints"))
+    tags((name = "tasks", description = "Scheduled webhook calls"), (name = "schedules", description = "Recurring schedules: cron or every, in an IANA time zone; each occurrence is a task"), (name = "meta", description = "Service endpoints"))
 )]
 pub(crate) struct ApiDoc;

@@ -376,6 +376,23 @@ pub(crate) struct TaskView {
     /// Present once the last attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) dead_letter: Option<DeadLetterView>,
+    /// Present on a schedule's occurrences.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) occurrence: Option<OccurrenceView>,
+}
+
+/// What links an occurrence to its schedule.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub(crate) struct OccurrenceView {
+    pub(crate) schedule_id: String,
+    /// The instant the plan gave it (a trigger's: when it was asked for).
+    pub(crate) planned_at: String,
+    /// Present when it ran more than one period late: it stands for this many later
+    /// occurrences of the missed span too, which do not run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) catch_up: Option<u32>,
+    /// Made by `POST /schedules/{schedule_id}/trigger`, outside the plan.
+    pub(crate) triggered: bool,
 }
 
 impl From<&Task> for TaskView {
@@ -425,6 +442,12 @@ impl From<&Task> for TaskView {
                 attempts: d.attempts,
                 last_error: d.last_error.clone(),
             }),
+            occurrence: t.occurrence.as_ref().map(|o| OccurrenceView {
+                schedule_id: o.schedule_id.to_string(),
+                planned_at: format_time(&o.planned_at),
+                catch_up: o.catch_up,
+                triggered: o.triggered,
+            }),
         }
     }
 }
@@ -445,6 +468,8 @@ pub(crate) struct TaskList {
 pub(crate) struct ListParams {
     /// Only tasks in this status.
     pub(crate) status: Option<TaskStatus>,
+    /// Only the occurrences of this schedule (`501` on a host without schedules).
+    pub(crate) schedule_id: Option<String>,
     /// Page size, 1..=100 (default 50): the most tasks a page holds. A page of large tasks
     /// holds fewer (at most 5,000,000 bytes of tasks).
     #[param(minimum = 1, maximum = 100)]

@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::ports::{
     ClaimOutcome, Clock, CreateOutcome, DeadLetters, LeaseScan, ListQuery, Metrics, Page,
-    PortError, TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
+    PortError, ScheduleStore, TargetPolicy, TaskScan, TaskStore, Waker, WebhookClient,
 };
 
 #[cfg(test)]
@@ -20,6 +20,8 @@ mod recovery_tests;
 mod reschedule;
 #[cfg(test)]
 mod reschedule_tests;
+mod schedules;
+pub(crate) use schedules::{CreateScheduleCommand, CreatedSchedule, ScheduleView};
 #[cfg(test)]
 mod sweep_tests;
 #[cfg(test)]
@@ -79,6 +81,11 @@ pub(crate) enum AppError {
     Invalid(#[from] ValidationError),
     #[error("task not found")]
     NotFound,
+    #[error("schedule not found")]
+    ScheduleNotFound,
+    /// A feature this host does not have (schedules on the AWS host, for now).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -134,11 +141,33 @@ pub(crate) enum Fired {
 #[derive(Clone)]
 pub(crate) struct Scheduler {
     ports: Ports,
+    /// Where schedules live; `None` on a host without them (`501` at the API).
+    schedules: Option<Arc<dyn ScheduleStore>>,
 }
 
 impl Scheduler {
     pub(crate) fn new(ports: Ports) -> Self {
-        Self { ports }
+        Self {
+            ports,
+            schedules: None,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn without_schedules(self) -> Self {
+        Self {
+            schedules: None,
+            ..self
+        }
+    }
+
+    /// The same scheduler with schedules, kept in `store` (the task store's own database,
+    /// so that a claim and the next occurrence are one transaction).
+    pub(crate) fn with_schedules(self, store: Arc<dyn ScheduleStore>) -> Self {
+        Self {
+            schedules: Some(store),
+            ..self
+        }
     }
 
     pub(crate) fn now(&self) -> DateTime<Utc> {
@@ -199,6 +228,8 @@ impl Scheduler {
     }
 
     pub(crate) async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+        self.refuse_pending_occurrence(&self.get(owner, id).await?)
+            .await?;
         let task = self.transition(owner, id, |t, now| t.cancel(now)).await?;
         let wake = WakeUp {
             task_id: id,
@@ -466,6 +497,10 @@ impl Scheduler {
             }
             ClaimOutcome::Rejected(Some(t)) => return self.rejected(wake, &t, now).await,
         };
+        if running.occurrence.is_some() && wake.attempt == 1 {
+            // Before delivering: a slow or failing occurrence never delays the next one.
+            self.arm_next_occurrence(&running).await;
+        }
         let scheduled_for = running.next_attempt_at.unwrap_or(running.run_at);
         let delivery = match p.targets.check(running.action.webhook().url.as_url()).await {
             Ok(()) => p.webhook.deliver(&running, wake.attempt).await,

@@ -4,7 +4,9 @@
 mod error;
 mod id;
 mod local_time;
+mod recurrence;
 mod retry;
+mod schedule;
 mod task;
 mod time;
 mod webhook;
@@ -12,7 +14,11 @@ mod webhook;
 pub(crate) use error::ValidationError;
 pub(crate) use id::{Cursor, IdempotencyKey, Owner, TaskId};
 pub(crate) use local_time::LocalRunAt;
+pub(crate) use recurrence::{CronExpr, Every, Recurrence, parse_timezone};
 pub(crate) use retry::RetryPolicy;
+pub(crate) use schedule::{
+    NewSchedule, Occurrence, Replanned, Schedule, ScheduleChanges, ScheduleId, TaskTemplate,
+};
 pub(crate) use task::{
     AttemptOutcome, ClaimRejection, Delivery, NewTask, Next, RetryHint, Status, Task,
     TimeoutSeconds, TransitionError, WakeUp,

@@ -254,6 +254,9 @@ pub(crate) struct Task {
     /// kept to show it back; `run_at` is the instant it resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) local: Option<LocalRunAt>,
+    /// Set on a schedule's occurrences: which schedule, and the instant planned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) occurrence: Option<super::Occurrence>,
 }
 
 impl Task {
@@ -297,6 +300,7 @@ impl Task {
             request_hash,
             dead_letter: None,
             local: new.local,
+            occurrence: None,
         }
     }
 

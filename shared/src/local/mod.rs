@@ -101,7 +101,8 @@ pub async fn serve(config: LocalConfig, shutdown: CancellationToken) -> anyhow::
         dead_letters: Arc::new(NoDeadLetters),
         metrics: Arc::new(NoMetrics),
         targets: Arc::new(config.targets.clone()),
-    });
+    })
+    .with_schedules(Arc::new(store.clone()));
     // Before the timer starts, so that it pages the released attempts in.
     let recovered = scheduler
         .recover_leases(&store)

@@ -394,6 +394,7 @@ pub(crate) async fn list_paging(store: Store, _caps: Caps) {
                     .list(&ListQuery {
                         owner: o.clone(),
                         status,
+                        schedule_id: None,
                         limit,
                         after,
                     })

@@ -174,6 +174,8 @@ struct Record {
     request_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     dead_letter: Option<DeadLetter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    occurrence: Option<crate::domain::Occurrence>,
     /// TTL (epoch seconds); only on finished tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
@@ -275,6 +277,7 @@ impl Record {
             idempotency_key: task.idempotency_key.clone(),
             request_hash: task.request_hash.clone(),
             dead_letter: task.dead_letter.clone(),
+            occurrence: task.occurrence.clone(),
             expires_at: task
                 .status
                 .is_finished()
@@ -305,6 +308,7 @@ impl Record {
             request_hash: self.request_hash,
             dead_letter: self.dead_letter,
             local: self.local,
+            occurrence: self.occurrence,
         }
     }
 }
@@ -684,6 +688,12 @@ impl TaskStore for DynamoStore {
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
+        if q.schedule_id.is_some() {
+            // Schedules are the local host's for now: the API answers 501 before this.
+            return Err(PortError::Unavailable(
+                "dynamodb: listing a schedule's occurrences is not supported".into(),
+            ));
+        }
         let (index, key_attr, key_value) = match q.status {
             None => (INDEX_BY_OWNER, "owner", q.owner.to_string()),
             Some(st) => (

@@ -20,9 +20,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
-use crate::domain::{Cursor, Task, TaskId, WakeUp};
+use crate::domain::{Cursor, Owner, Schedule, ScheduleId, Status, Task, TaskId, WakeUp};
 use crate::ports::{
-    ClaimOutcome, CreateOutcome, LeaseScan, ListQuery, Page, PortError, TaskScan, TaskStore,
+    ClaimOutcome, CreateOutcome, LeaseScan, ListQuery, Page, PortError, ScheduleCreateOutcome,
+    ScheduleStore, ScheduleWrite, TaskScan, TaskStore,
 };
 
 const MAX_BATCH: usize = 1024;
@@ -132,8 +133,33 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              COMMIT;"
         ))?;
     }
+    if version < 4 {
+        // Schedules: one JSON document each, beside the tasks, so that one transaction
+        // covers a schedule and its occurrences. Occurrences are found by their schedule
+        // (`GET /tasks?schedule_id=`) on an index of the id inside the task's body.
+        conn.execute_batch(&format!(
+            "BEGIN;
+             CREATE TABLE IF NOT EXISTS schedules (
+                 id              TEXT PRIMARY KEY,
+                 owner           TEXT NOT NULL,
+                 idempotency_key TEXT,
+                 version         INTEGER NOT NULL,
+                 body            TEXT NOT NULL
+             ) STRICT;
+             CREATE UNIQUE INDEX IF NOT EXISTS schedules_idempotency
+                 ON schedules(owner, idempotency_key) WHERE idempotency_key IS NOT NULL;
+             CREATE INDEX IF NOT EXISTS schedules_owner ON schedules(owner, id);
+             CREATE INDEX IF NOT EXISTS tasks_schedule ON tasks({SCHEDULE_OF}, run_at, id)
+                 WHERE {SCHEDULE_OF} IS NOT NULL;
+             PRAGMA user_version = 4;
+             COMMIT;"
+        ))?;
+    }
     Ok(())
 }
+
+/// The schedule a task is an occurrence of; the index and its query use this exact text.
+const SCHEDULE_OF: &str = "json_extract(body, '$.occurrence.schedule_id')";
 
 /// A failed task whose dead letter is not sent yet; the index and its query use this exact
 /// text, so that SQLite can match the query to the partial index.
@@ -245,6 +271,70 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
             ])
         })
         .map_err(unavailable)?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(PortError::Conflict)
+    }
+}
+
+/// When `task` is its schedule's pending occurrence, moves the chain on in the claim's
+/// transaction: the next occurrence is inserted and the schedule points at it
+/// ([`Schedule::advance`]). Returns the claimed task to write (with its catch-up mark).
+fn advance_chain(
+    conn: &Connection,
+    task: &Task,
+    running: Task,
+    now: DateTime<Utc>,
+) -> Result<Task, PortError> {
+    let Some(occurrence) = task.occurrence.as_ref() else {
+        return Ok(running);
+    };
+    if task.status != Status::Scheduled {
+        return Ok(running);
+    }
+    let Some(schedule) = get_schedule(conn, occurrence.schedule_id).map_err(unavailable)? else {
+        return Ok(running);
+    };
+    let Some((next, marked)) = schedule.advance(&running, now) else {
+        return Ok(running);
+    };
+    replace_schedule(conn, &next.schedule, false)?;
+    if let Some(t) = &next.create {
+        insert(conn, t)?;
+    }
+    Ok(marked)
+}
+
+fn decode_schedule(body: String) -> rusqlite::Result<Schedule> {
+    serde_json::from_str(&body).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn get_schedule(conn: &Connection, id: ScheduleId) -> rusqlite::Result<Option<Schedule>> {
+    conn.prepare_cached("SELECT body FROM schedules WHERE id = ?1")?
+        .query_row([id.to_string()], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(decode_schedule)
+        .transpose()
+}
+
+/// Replaces (or deletes) the schedule if its stored version is `schedule.version - 1`.
+fn replace_schedule(conn: &Connection, schedule: &Schedule, delete: bool) -> Result<(), PortError> {
+    let version = i64::try_from(schedule.version).map_err(unavailable)?;
+    let id = schedule.id.to_string();
+    let changed = if delete {
+        conn.prepare_cached("DELETE FROM schedules WHERE id = ?1 AND version = ?2 - 1")
+            .and_then(|mut st| st.execute(params![id, version]))
+    } else {
+        let body = serde_json::to_string(schedule).map_err(unavailable)?;
+        conn.prepare_cached(
+            "UPDATE schedules SET version = ?2, body = ?3 WHERE id = ?1 AND version = ?2 - 1",
+        )
+        .and_then(|mut st| st.execute(params![id, version, body]))
+    }
+    .map_err(unavailable)?;
     if changed == 1 {
         Ok(())
     } else {
@@ -580,32 +670,36 @@ impl TaskStore for SqliteStore {
     async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
         let q = q.clone();
         self.read(move |conn| {
-            let (ms, id) = q
-                .after
-                .map_or((i64::MIN, String::new()), |c| (c.run_at.timestamp_millis(), c.task_id.to_string()));
+            let (ms, id) = q.after.map_or((i64::MIN, String::new()), |c| {
+                (c.run_at.timestamp_millis(), c.task_id.to_string())
+            });
             let limit = i64::from(q.limit) + 1;
             let owner = q.owner.to_string();
             let status = q.status.map(|s| s.as_str());
-            let (sql, args): (&str, Vec<&dyn ToSql>) = match &status {
-                Some(s) => (
-                    "SELECT body FROM tasks WHERE owner = ?1 AND status = ?5 AND (run_at, id) > (?2, ?3)
-                     ORDER BY run_at, id LIMIT ?4",
-                    vec![&owner, &ms, &id, &limit, s],
-                ),
-                None => (
-                    "SELECT body FROM tasks WHERE owner = ?1 AND (run_at, id) > (?2, ?3)
-                     ORDER BY run_at, id LIMIT ?4",
-                    vec![&owner, &ms, &id, &limit],
-                ),
-            };
-            let mut st = conn.prepare_cached(sql)?;
+            let schedule = q.schedule_id.map(|s| s.to_string());
+            let mut sql =
+                "SELECT body FROM tasks WHERE owner = ?1 AND (run_at, id) > (?2, ?3)".to_owned();
+            let mut args: Vec<&dyn ToSql> = vec![&owner, &ms, &id, &limit];
+            if let Some(s) = &status {
+                args.push(s);
+                sql.push_str(&format!(" AND status = ?{}", args.len()));
+            }
+            if let Some(s) = &schedule {
+                args.push(s);
+                sql.push_str(&format!(" AND {SCHEDULE_OF} = ?{}", args.len()));
+            }
+            sql.push_str(" ORDER BY run_at, id LIMIT ?4");
+            let mut st = conn.prepare_cached(&sql)?;
             let mut tasks = st
                 .query_map(args.as_slice(), |r| r.get::<_, String>(0))?
                 .map(|b| b.and_then(decode))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let next = if tasks.len() > q.limit as usize {
                 tasks.truncate(q.limit as usize);
-                tasks.last().map(|t| Cursor { run_at: t.run_at, task_id: t.id })
+                tasks.last().map(|t| Cursor {
+                    run_at: t.run_at,
+                    task_id: t.id,
+                })
             } else {
                 None
             };
@@ -627,6 +721,7 @@ impl TaskStore for SqliteStore {
             };
             match task.claim(attempt, now) {
                 Ok(running) => {
+                    let running = advance_chain(conn, &task, running, now)?;
                     replace(conn, &running)?;
                     Ok(ClaimOutcome::Claimed(running))
                 }
@@ -639,6 +734,107 @@ impl TaskStore for SqliteStore {
     async fn update(&self, task: &Task) -> Result<(), PortError> {
         let task = task.clone();
         self.write(move |conn| replace(conn, &task)).await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn create_schedule(
+        &self,
+        schedule: &Schedule,
+        first: Option<&Task>,
+    ) -> Result<ScheduleCreateOutcome, PortError> {
+        let schedule = schedule.clone();
+        let first = first.cloned();
+        self.write(move |conn| {
+            let owner = schedule.owner.to_string();
+            let key = schedule
+                .idempotency_key
+                .as_ref()
+                .map(|k| k.as_str().to_owned());
+            let body = serde_json::to_string(&schedule).map_err(unavailable)?;
+            let version = i64::try_from(schedule.version).map_err(unavailable)?;
+            let res = conn
+                .prepare_cached(
+                    "INSERT INTO schedules (id, owner, idempotency_key, version, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![schedule.id.to_string(), owner, key, version, body])
+                });
+            match res {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation && key.is_some() =>
+                {
+                    let existing = conn
+                        .prepare_cached(
+                            "SELECT body FROM schedules WHERE owner = ?1 AND idempotency_key = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.query_row(params![owner, key], |r| r.get::<_, String>(0))
+                        })
+                        .and_then(decode_schedule)
+                        .map_err(unavailable)?;
+                    return Ok(ScheduleCreateOutcome::Existing(Box::new(existing)));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+            if let Some(t) = &first {
+                insert(conn, t)?;
+            }
+            Ok(ScheduleCreateOutcome::Created)
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, id: ScheduleId) -> Result<Option<Schedule>, PortError> {
+        self.read(move |conn| get_schedule(conn, id)).await
+    }
+
+    async fn list_schedules(
+        &self,
+        owner: &Owner,
+        limit: u32,
+        after: Option<ScheduleId>,
+    ) -> Result<(Vec<Schedule>, bool), PortError> {
+        let owner = owner.to_string();
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT body FROM schedules WHERE owner = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let mut out = st
+                .query_map(params![owner, after, i64::from(limit) + 1], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .map(|b| b.and_then(decode_schedule))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let more = out.len() > limit as usize;
+            out.truncate(limit as usize);
+            Ok((out, more))
+        })
+        .await
+    }
+
+    async fn write_schedule(&self, write: &ScheduleWrite) -> Result<(), PortError> {
+        let write = write.clone();
+        // One job: its savepoint makes the whole write one unit (a failed condition rolls
+        // back whatever the job wrote before it).
+        self.write(move |conn| {
+            replace_schedule(conn, &write.schedule, write.delete)?;
+            for t in &write.update {
+                replace(conn, t)?;
+            }
+            for t in &write.insert {
+                match insert(conn, t)? {
+                    CreateOutcome::Created => {}
+                    CreateOutcome::Existing(_) => return Err(PortError::Conflict),
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -99,6 +99,7 @@ pub(crate) async fn a_moved_task_is_found_at_its_new_time(store: Store, _caps: C
                 status: None,
                 limit: 10,
                 after: None,
+                schedule_id: None,
             })
             .await
             .unwrap()
