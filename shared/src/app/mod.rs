@@ -228,8 +228,11 @@ impl Scheduler {
     }
 
     pub(crate) async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
-        self.refuse_pending_occurrence(&self.get(owner, id).await?)
-            .await?;
+        self.refuse_pending_occurrence(
+            &self.get(owner, id).await?,
+            "pause or delete the schedule instead",
+        )
+        .await?;
         let task = self.transition(owner, id, |t, now| t.cancel(now)).await?;
         let wake = WakeUp {
             task_id: id,

@@ -25,6 +25,11 @@ impl Scheduler {
         at: DateTime<Utc>,
         local: Option<LocalRunAt>,
     ) -> Result<Task, AppError> {
+        self.refuse_pending_occurrence(
+            &self.get(owner, id).await?,
+            "change the schedule (PATCH /schedules/{schedule_id}) instead",
+        )
+        .await?;
         let task = self
             .transition(owner, id, |t, now| t.reschedule(at, local.clone(), now))
             .await?;
@@ -35,6 +40,11 @@ impl Scheduler {
 
     /// Makes a `scheduled` task due now.
     pub(crate) async fn run_now(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
+        self.refuse_pending_occurrence(
+            &self.get(owner, id).await?,
+            "trigger the schedule (POST /schedules/{schedule_id}/trigger) instead",
+        )
+        .await?;
         let task = self
             .transition(owner, id, |t, now| t.reschedule(now, None, now))
             .await?;

@@ -301,9 +301,14 @@ impl Scheduler {
         }
     }
 
-    /// Refuses to cancel a schedule's pending occurrence through `DELETE /tasks/{id}`: the
-    /// chain would stop. Pausing or deleting the schedule is the way.
-    pub(super) async fn refuse_pending_occurrence(&self, task: &Task) -> Result<(), AppError> {
+    /// Refuses to cancel (`DELETE /tasks/{id}`), move (`PATCH`) or run now (`/run`) a
+    /// schedule's pending occurrence on its own: the chain would stop, or the schedule's plan
+    /// would no longer say when it runs. The schedule's own routes are the way.
+    pub(super) async fn refuse_pending_occurrence(
+        &self,
+        task: &Task,
+        instead: &str,
+    ) -> Result<(), AppError> {
         let (Some(store), Some(o)) = (&self.schedules, &task.occurrence) else {
             return Ok(());
         };
@@ -311,7 +316,7 @@ impl Scheduler {
             && s.is_pending(task.id)
         {
             return Err(AppError::Conflict(format!(
-                "task is the pending occurrence of schedule {}; pause or delete the schedule instead",
+                "task is the pending occurrence of schedule {}; {instead}",
                 o.schedule_id
             )));
         }

@@ -372,6 +372,16 @@ async fn pause_resume_and_delete_replace_the_pending_occurrence() {
         rig.scheduler.cancel(&alice(), pending).await,
         Err(AppError::Conflict(_))
     ));
+    // Nor moved or run on its own: the schedule's plan says when it runs.
+    assert!(matches!(
+        rig.scheduler.run_now(&alice(), pending).await,
+        Err(AppError::Conflict(m)) if m.contains("/trigger")
+    ));
+    assert!(matches!(
+        rig.scheduler.reschedule(&alice(), pending, clock.now(), None).await,
+        Err(AppError::Conflict(m)) if m.contains("PATCH /schedules")
+    ));
+    assert_eq!(task(&rig, pending).await.status, Status::Scheduled);
     let deleted = rig.scheduler.delete_schedule(&alice(), s.id).await.unwrap();
     assert_eq!(deleted.pending, None);
     assert_eq!(task(&rig, pending).await.status, Status::Cancelled);
