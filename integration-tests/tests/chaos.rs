@@ -627,13 +627,16 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     proxy.resume();
 
     let mut background = vec![
-        tokio::spawn(pump(w.clone(), w.rig.delay_queue_url.clone())),
-        // The event source polls with several pollers, one batch per environment.
-        tokio::spawn(pump(w.clone(), w.rig.delay_queue_url.clone())),
         tokio::spawn(scheduler(w.clone())),
         tokio::spawn(sweeper(w.clone())),
         tokio::spawn(dead_letters(w.clone())),
     ];
+    // The event source polls with several pollers, one batch per environment, up to its
+    // maximum concurrency; half the environments here, the rest for the API and the sweep.
+    // Each waits for its batch's slowest wake-up, so too few leave wake-ups queued late.
+    for _ in 0..(cfg.concurrency / 2).max(2) {
+        background.push(tokio::spawn(pump(w.clone(), w.rig.delay_queue_url.clone())));
+    }
     let killer_task = tokio::spawn(killer(w.clone()));
 
     // The work: hours-ahead tasks first (they take longest), then the rest spread out.
@@ -927,16 +930,23 @@ async fn nothing_acknowledged_is_lost_under_faults() {
             let prev = arrivals[i - 1].at;
             let from = prev.checked_sub(Duration::from_secs(1)).unwrap_or(prev);
             let by_kill = kills.iter().any(|k| *k >= from && *k <= extra.at);
+            // Faults on this task's own calls count from its first delivery: the repeated
+            // attempt is not always the last one (attempt 1 repeated after its record failed,
+            // then attempt 2), and the receiver cannot tell attempts apart.
+            let first = arrivals[0]
+                .at
+                .checked_sub(Duration::from_secs(1))
+                .unwrap_or(from);
             let by_lost = lost_at
                 .iter()
-                .any(|l| l.at >= from && l.at <= extra.at && l.body.contains(id));
+                .any(|l| l.at >= first && l.at <= extra.at && l.body.contains(id));
             // The attempt's record (or the claim) failed after the delivery: the outcome was
             // never stored, so the attempt is made again once its lease ends.
             let by_failed_write = faulted.iter().any(|f| {
                 matches!(
                     f.op.as_str(),
                     "PutItem" | "TransactWriteItems" | "UpdateItem"
-                ) && f.at >= from
+                ) && f.at >= first
                     && f.at <= extra.at
                     && f.body.contains(id)
             });
