@@ -11,7 +11,7 @@ VENV := .venv
 # silently missing from `make help` and `make test`.
 MK_FRAGMENTS := mk/aws.mk mk/cdk.mk mk/security.mk mk/bench.mk mk/console.mk
 # Every suite `make test` runs, in order (benchmarks measure, they do not gate: not here).
-TEST_TARGETS := test-rust test-cron-oracle test-aws cdk-test test-security test-console
+TEST_TARGETS := test-rust test-cron-oracle test-aws test-chaos cdk-test test-security test-console
 # Every debug build of `make test` resolves features as the workspace's tests do (all members,
 # dev-dependencies included, as `cargo nextest run --workspace` does), and the binary that the
 # black-box tests, the rehearsal and the fuzzer run (target/debug/task-scheduler) comes from it.

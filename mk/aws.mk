@@ -48,15 +48,15 @@ build-lambda: $(VENV)/.stamp ## Build target/lambda/task-scheduler/bootstrap wit
 	@file $(LAMBDA_BOOTSTRAP) 2>/dev/null || true
 	@ls -l $(LAMBDA_BOOTSTRAP)
 
-# The fault-injection rehearsal (issue 12 §5, integration-tests/tests/chaos.rs): faults on the
+# The fault-injection rehearsal (integration-tests/tests/chaos.rs): faults on the
 # function's AWS calls through a seeded proxy, kills mid-invocation, duplicated and
 # dead-lettered SQS messages, dropped Scheduler invocations, the sweep every few seconds.
-# Knobs: CHAOS_SEED (replay), CHAOS_TASKS, CHAOS_SWEEP_MS, CHAOS_GRACE_MS (the sweeper's grace
-# for an overdue scheduled task), CHAOS_CREATE_SECS, CHAOS_OUTAGE_MS, CHAOS_REPORT.
+# A new seed each run, printed. Knobs: CHAOS_SEED (replay), CHAOS_TASKS, CHAOS_SWEEP_MS,
+# CHAOS_CONCURRENCY (execution environments), CHAOS_CREATE_SECS, CHAOS_OUTAGE_MS, CHAOS_REPORT.
 CHAOS_TEST = $(CARGO) test --workspace --test chaos -- --ignored --nocapture
 .PHONY: test-chaos chaos
 
-test-chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, bounded (300 tasks, ~3 min) + the local host's full disk: writes integration-tests/chaos-report.md
+test-chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, bounded (300 tasks) + the local host's full disk: writes integration-tests/chaos-report.md
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
 	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(CHAOS_TEST)'

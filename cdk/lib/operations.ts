@@ -189,7 +189,7 @@ export class Operations extends Construct {
       treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
     });
 
-    // The sweeper (issue 12 §1).
+    // The sweeper.
     const recoveredMetric = functionMetric('TasksRecovered');
     // No label on the alarm's metric: a labelled metric becomes a metric-math alarm.
     const recovered = (label?: string) =>

@@ -26,7 +26,7 @@ export const TABLE_KEYS = {
 } as const;
 
 /**
- * The sweeper's index (issue 12 §1), names shared with the Rust store: a sparse GSI holding only
+ * The sweeper's index, names shared with the Rust store: a sparse GSI holding only
  * the tasks that should be moving (`scheduled` or `running`; the store removes both attributes
  * when a task finishes or is cancelled). `pending_shard` is "00".."15", `pending_at` the time the
  * task is due (or its lease ends), so one `Query` per shard with `pending_at <= now - grace`
@@ -189,7 +189,9 @@ export class TaskSchedulerStack extends Stack {
     this.table.addGlobalSecondaryIndex({
       indexName: PENDING_INDEX.name,
       partitionKey: { name: PENDING_INDEX.partitionKey, type: dynamodb.AttributeType.STRING },
-      sortKey: { name: PENDING_INDEX.sortKey, type: dynamodb.AttributeType.STRING },
+      // A number (epoch ms): the claim sets it to the lease's end in the same expression that
+      // computes the lease, which it could not do for a string key.
+      sortKey: { name: PENDING_INDEX.sortKey, type: dynamodb.AttributeType.NUMBER },
       projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
 
@@ -209,7 +211,16 @@ export class TaskSchedulerStack extends Stack {
       enforceSSL: true,
       retentionPeriod: Duration.days(14),
     });
+    // FIFO, so that each failure is one message: every send of a dead letter carries the
+    // deduplication id task id + attempts made (the SDK's retry of a send whose answer was lost,
+    // a send repeated by the sweeper, a redelivered wake-up), and SQS drops repeats within its
+    // 5-minute window. The message group is the task: no ordering across tasks, and the
+    // high-throughput mode (deduplication and throughput per message group) scales with them.
     this.failedTasksQueue = new sqs.Queue(this, 'FailedTasksQueue', {
+      fifo: true,
+      contentBasedDeduplication: false,
+      deduplicationScope: sqs.DeduplicationScope.MESSAGE_GROUP,
+      fifoThroughputLimit: sqs.FifoThroughputLimit.PER_MESSAGE_GROUP_ID,
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       enforceSSL: true,
       retentionPeriod: Duration.days(14),

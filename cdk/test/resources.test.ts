@@ -89,7 +89,7 @@ describe('task-scheduler stack: resources', () => {
           { AttributeName: 'owner_status', AttributeType: 'S' },
           { AttributeName: 'run_at_id', AttributeType: 'S' },
           { AttributeName: 'pending_shard', AttributeType: 'S' },
-          { AttributeName: 'pending_at', AttributeType: 'S' },
+          { AttributeName: 'pending_at', AttributeType: 'N' },
         ]),
       );
       expect(table.Properties.AttributeDefinitions).toHaveLength(6);
@@ -122,7 +122,13 @@ describe('task-scheduler stack: resources', () => {
 
     test("failed-tasks queue: the customers' dead letters, apart from the infrastructure DLQ", () => {
       expect(failedId).not.toBe(dlqId);
+      // FIFO without content-based deduplication: the function names each failure
+      // (MessageDeduplicationId = task id + attempts), so repeated sends make one message.
       expect(template.findResources('AWS::SQS::Queue')[failedId].Properties).toEqual({
+        FifoQueue: true,
+        ContentBasedDeduplication: false,
+        DeduplicationScope: 'messageGroup',
+        FifoThroughputLimit: 'perMessageGroupId',
         MessageRetentionPeriod: 14 * 24 * 3600,
         SqsManagedSseEnabled: true,
       });

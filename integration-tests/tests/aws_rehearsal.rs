@@ -534,7 +534,7 @@ async fn the_aws_host_refuses_private_targets_unless_allowed() {
     f.stop().await;
 }
 
-/// Issue 12 §2 c on the real function: a delay-queue message that is lost (here deleted, as
+/// A lost wake-up on the real function: a delay-queue message that is lost (here deleted, as
 /// SQS moves one to its DLQ after its receives) leaves the task `scheduled` for good, until
 /// the recurring `{"kind":"sweep"}` invocation finds it in the `pending` index and re-arms
 /// it. Not within the grace, and never by delivering itself.

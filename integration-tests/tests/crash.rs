@@ -4,7 +4,7 @@
 //! twice only if its first delivery was in flight when a kill landed (at-least-once), and
 //! the test counts those.
 //!
-//! A full disk (issue 12 §5): the data directory on a small tmpfs, filled by creates until
+//! A full disk: the data directory on a small tmpfs, filled by creates until
 //! the server refuses them; no answer lies (a refused create left nothing, an accepted one is
 //! delivered once space is back) and nothing acknowledged is lost. Mounting needs root in a
 //! private mount namespace: `make test-chaos` runs it under `unshare -m`.

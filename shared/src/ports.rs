@@ -14,6 +14,14 @@ pub(crate) enum PortError {
     Conflict,
     #[error("{0}")]
     Unavailable(String),
+    /// A write was sent and may or may not have taken effect: its answer was lost and the
+    /// store could not read back what happened. Never "nothing was changed".
+    #[error("outcome unknown: {0}")]
+    #[cfg_attr(
+        not(feature = "aws"),
+        allow(dead_code, reason = "the DynamoDB store's: SQLite always knows")
+    )]
+    OutcomeUnknown(String),
 }
 
 #[derive(Debug)]
@@ -127,8 +135,7 @@ pub(crate) trait TaskScan: Send + Sync + 'static {
     /// Up to `limit` tasks whose [`Task::pending_at`] is at or before `cutoff` (compared in
     /// whole milliseconds, rounded up), earliest first as far as the index orders them. The
     /// index may lag or run ahead: a task it names is read afresh, and callers check it again
-    /// ([`Task::stalled`]). A store may report a running task later than its lease end (no
-    /// later than [`Task::MAX_LEASE`] after its claim), never earlier.
+    /// ([`Task::stalled`]). A running task is reported from its lease's end.
     async fn overdue(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Task>, PortError>;
 }
 

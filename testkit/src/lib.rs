@@ -47,6 +47,19 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
         .expect("queue url")
 }
 
+/// A fresh FIFO queue named `prefix-<unique>.fifo` (no content-based deduplication: the
+/// sender gives each message its deduplication id): its URL.
+pub async fn create_fifo_queue(sqs: &aws_sdk_sqs::Client, prefix: &str) -> String {
+    sqs.create_queue()
+        .queue_name(format!("{}.fifo", unique(prefix)))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("create FIFO queue")
+        .queue_url
+        .expect("queue url")
+}
+
 /// A fresh EventBridge Scheduler schedule group named `prefix-<unique>`: its name.
 pub async fn create_schedule_group(scheduler: &aws_sdk_scheduler::Client, prefix: &str) -> String {
     let group = unique(prefix);
@@ -68,7 +81,7 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 pub const INDEXES: [(&str, &str); 2] = [("by_owner", "owner"), ("by_owner_status", "owner_status")];
 pub const INDEX_SORT_KEY: &str = "run_at_id";
 /// The sweeper's sparse index of pending tasks: `(name, partition key, sort key)`,
-/// projection KEYS_ONLY.
+/// projection KEYS_ONLY; the sort key is a number (epoch milliseconds).
 pub const PENDING_INDEX: (&str, &str, &str) = ("pending", "pending_shard", "pending_at");
 
 /// Creates `table` exactly as the CDK app does (the deployed table belongs to the stack).
@@ -112,7 +125,12 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> any
     let (name, pk, sk) = PENDING_INDEX;
     create = create
         .attribute_definitions(attr(pk)?)
-        .attribute_definitions(attr(sk)?)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(sk)
+                .attribute_type(ScalarAttributeType::N)
+                .build()?,
+        )
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
                 .index_name(name)

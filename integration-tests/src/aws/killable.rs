@@ -159,10 +159,11 @@ impl Fleet {
         env: &[(String, String)],
         clock_offset: Option<TimeDelta>,
     ) -> anyhow::Result<Fleet> {
-        let mut envs = Vec::new();
-        for _ in 0..n.max(1) {
-            envs.push(Killable::start(env, clock_offset).await?);
-        }
+        // Started together: each is a runtime emulator and a cold start.
+        let envs = futures::future::try_join_all(
+            (0..n.max(1)).map(|_| Killable::start(env, clock_offset)),
+        )
+        .await?;
         Ok(Fleet {
             envs,
             next: AtomicU64::new(0),

@@ -67,11 +67,13 @@ pub const KINDS: [&str; 6] = [
     "outage",
 ];
 
-/// A lost answer: when, to which operation, and the request body (to find task ids in).
+/// A faulted call: when, to which operation, the fault (`500`, `throttle`, `outage`,
+/// `lost_response`; not latency), and the request body (to find task ids in).
 #[derive(Debug, Clone)]
 pub struct Lost {
     pub at: Instant,
     pub op: String,
+    pub kind: &'static str,
     pub body: String,
 }
 
@@ -79,6 +81,8 @@ pub struct Lost {
 struct State {
     counts: BTreeMap<(String, &'static str), u64>,
     lost: Vec<Lost>,
+    /// Every call answered with an error or no answer (lost ones included).
+    faulted: Vec<Lost>,
     /// Operations down until then.
     outages: BTreeMap<String, Instant>,
 }
@@ -114,6 +118,7 @@ impl FaultProxy {
             .timeout(Duration::from_secs(30))
             .build()?;
         let (st, rt, cm) = (state.clone(), rates.clone(), calm.clone());
+        let dynamodb = Arc::new(tokio::sync::RwLock::new(()));
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 let ctx = Ctx {
@@ -123,6 +128,7 @@ impl FaultProxy {
                     rng: rng.clone(),
                     upstream: upstream.clone(),
                     client: client.clone(),
+                    dynamodb: dynamodb.clone(),
                 };
                 tokio::spawn(async move {
                     let _ = ctx.serve(conn).await;
@@ -164,6 +170,11 @@ impl FaultProxy {
 
     pub fn lost(&self) -> Vec<Lost> {
         self.state.lock().unwrap().lost.clone()
+    }
+
+    /// Every call that failed or lost its answer.
+    pub fn faulted(&self) -> Vec<Lost> {
+        self.state.lock().unwrap().faulted.clone()
     }
 
     /// A table: one row per operation, one column per kind, and the faulted share.
@@ -220,6 +231,8 @@ struct Ctx {
     rng: Arc<Mutex<StdRng>>,
     upstream: String,
     client: reqwest::Client,
+    /// Makes moto's DynamoDB writes atomic, as DynamoDB's are (see [`Ctx::forward`]).
+    dynamodb: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A parsed request.
@@ -283,6 +296,14 @@ impl Ctx {
             let op = req.operation();
             let kind = self.pick(&op);
             self.count(&op, kind);
+            if !matches!(kind, "ok" | "latency") {
+                self.state.lock().unwrap().faulted.push(Lost {
+                    at: Instant::now(),
+                    op: op.clone(),
+                    kind,
+                    body: String::from_utf8_lossy(&req.body).into_owned(),
+                });
+            }
             match kind {
                 "500" | "outage" => {
                     write_response(&mut conn, 500, &error_headers(&req, "InternalFailure"), &{
@@ -310,6 +331,7 @@ impl Ctx {
                     self.state.lock().unwrap().lost.push(Lost {
                         at: Instant::now(),
                         op,
+                        kind,
                         body: String::from_utf8_lossy(&req.body).into_owned(),
                     });
                     let _ = conn.shutdown().await;
@@ -374,6 +396,31 @@ impl Ctx {
         &self,
         req: &Request,
     ) -> anyhow::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+        // DynamoDB applies each write atomically: a condition is checked and the item written
+        // in one step, and a transaction is isolated from every other write. moto, a threaded
+        // server, is neither: two conditional writes can both pass their check (two claims of
+        // one attempt both win, and it is delivered twice), and a cancelled
+        // `TransactWriteItems` restores a copy of the table taken before it, undoing writes
+        // made in between (a task disappeared while its key item stayed). So here each write
+        // runs alone, and reads run together.
+        let target = req.header("x-amz-target").unwrap_or_default();
+        let write = [
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "TransactWriteItems",
+            "BatchWriteItem",
+        ]
+        .iter()
+        .any(|op| target.strip_prefix("DynamoDB_20120810.") == Some(*op));
+        let _alone = match write {
+            true => Some(self.dynamodb.write().await),
+            false => None,
+        };
+        let _together = match !write && target.starts_with("DynamoDB_") {
+            true => Some(self.dynamodb.read().await),
+            false => None,
+        };
         let method = reqwest::Method::from_bytes(req.method.as_bytes())?;
         let mut rb = self
             .client

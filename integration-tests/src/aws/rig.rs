@@ -41,7 +41,7 @@ impl AwsRig {
             .expect("create table");
         let delay_queue_url = testkit::create_queue(&sqs, "delay").await;
         let dlq_url = testkit::create_queue(&sqs, "dlq").await;
-        let failed_tasks_queue_url = testkit::create_queue(&sqs, "failed-tasks").await;
+        let failed_tasks_queue_url = testkit::create_fifo_queue(&sqs, "failed-tasks").await;
         let dlq_arn = sqs
             .get_queue_attributes()
             .queue_url(&dlq_url)

@@ -19,7 +19,8 @@ pub(crate) struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
     /// One of `invalid_request`, `unauthorized`, `not_found`, `method_not_allowed`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `internal`.
+    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `rate_limited`, `internal`,
+    /// `outcome_unknown`.
     #[schema(example = "invalid_request")]
     pub(crate) code: &'static str,
     #[schema(
@@ -94,7 +95,22 @@ impl ApiError {
             "internal error; nothing was changed, the request may be retried",
         )
     }
+
+    /// A write was sent but whether it took effect could not be known (its answer was lost
+    /// and reading it back failed): never "nothing was changed".
+    pub(crate) fn outcome_unknown() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "outcome_unknown",
+            OUTCOME_UNKNOWN_MESSAGE,
+        )
+    }
 }
+
+/// What a client is told when a write's outcome is unknown.
+pub(crate) const OUTCOME_UNKNOWN_MESSAGE: &str = "the outcome is unknown: the change may have \
+     been applied. Read the task (GET /tasks/{task_id}) to see, or repeat a create with the same \
+     Idempotency-Key (without one, a repeat may create a second task)";
 
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
@@ -116,6 +132,10 @@ impl From<AppError> for ApiError {
                 // The detail goes to the log, never to the client.
                 tracing::error!(error = %detail, "request failed");
                 Self::internal()
+            }
+            AppError::OutcomeUnknown(detail) => {
+                tracing::error!(error = %detail, "request outcome unknown");
+                Self::outcome_unknown()
             }
         }
     }
@@ -145,5 +165,29 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write whose outcome is unknown is never answered "nothing was changed".
+    #[test]
+    fn an_unknown_outcome_says_so_and_how_to_find_out() {
+        let e = ApiError::from(AppError::from(crate::ports::PortError::OutcomeUnknown(
+            "PutItem: lost".into(),
+        )));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown")
+        );
+        assert!(!e.message.contains("nothing was changed"), "{}", e.message);
+        assert!(e.message.contains("may have been applied"), "{}", e.message);
+        assert!(e.message.contains("Idempotency-Key"), "{}", e.message);
+        let plain = ApiError::from(AppError::from(crate::ports::PortError::Unavailable(
+            "PutItem: down".into(),
+        )));
+        assert_eq!(plain.code, "internal");
     }
 }

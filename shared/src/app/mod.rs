@@ -44,9 +44,9 @@ pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::secon
 /// start adds a few), so 30 s separates a late wake-up from a lost one without re-arming
 /// healthy tasks (each re-arm counts `TasksRecovered`, which pages an operator). Together
 /// with a sweep every minute it keeps the recovery bound under two minutes: a stalled task
-/// is re-armed at most `SWEEP_GRACE` + one sweep period after it should have moved, plus,
-/// for a running task on DynamoDB, up to 29 s by which its index entry may trail its lease
-/// (see `store::dynamodb`): 30 + 60 + 29 = 119 s.
+/// is re-armed at most `SWEEP_GRACE` + one sweep period after it should have moved (its due
+/// time, or its lease's end: both stores index a running task at its lease end exactly):
+/// 30 + 60 = 90 s.
 pub(crate) const SWEEP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// The most tasks one sweep reads: a bounded invocation (about 1,000 reads and arms, 16 at a
@@ -90,11 +90,18 @@ pub(crate) enum AppError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A write may have taken effect; the store could not tell (see
+    /// [`PortError::OutcomeUnknown`]).
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }
 
 impl From<PortError> for AppError {
     fn from(e: PortError) -> Self {
-        Self::Unavailable(e.to_string())
+        match e {
+            PortError::OutcomeUnknown(_) => Self::OutcomeUnknown(e.to_string()),
+            _ => Self::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The paths that stalled or dropped a task (issue 12 §2 a, b, c, e, f) and the sweeper that
+//! The paths that stalled or dropped a task (a failed arm after a create or a `/retry`, lost
+//! wake-ups, unsent dead letters, sub-millisecond due times) and the sweeper that
 //! recovers what any of them leaves behind. Each fault is injected on command by the fakes
 //! below; the clock only moves when a test moves it.
 
@@ -191,7 +192,7 @@ fn armed(rig: &Rig) -> Vec<(WakeUp, DateTime<Utc>)> {
     rig.waker.armed.lock().unwrap().clone()
 }
 
-/// §2 a: the task is written, then arming its wake-up fails. The client is told 201 (the
+/// Create: the task is written, then arming its wake-up fails. The client is told 201 (the
 /// task exists and the sweeper will arm it), never "nothing was changed".
 #[tokio::test]
 async fn a_create_whose_arming_fails_is_created_and_left_to_the_sweeper() {
@@ -209,7 +210,7 @@ async fn a_create_whose_arming_fails_is_created_and_left_to_the_sweeper() {
     assert!(armed(&rig).is_empty());
 }
 
-/// §2 b: `/retry` writes the task `scheduled`, then arming fails: the retry succeeded.
+/// `/retry` writes the task `scheduled`, then arming fails: the retry succeeded.
 #[tokio::test]
 async fn a_retry_whose_arming_fails_succeeds_and_is_left_to_the_sweeper() {
     let rig = rig(ScriptedWebhook::answering(&[RetryHint::Permanent]));
@@ -234,7 +235,7 @@ async fn a_retry_whose_arming_fails_succeeds_and_is_left_to_the_sweeper() {
     ));
 }
 
-/// §2 e: the task is written `failed`, then sending its dead letter fails. The redelivered
+/// Dead letters: the task is written `failed`, then sending its dead letter fails. The redelivered
 /// wake-up sends it.
 #[tokio::test]
 async fn a_dead_letter_that_failed_to_send_is_sent_by_the_redelivered_wake_up() {
@@ -256,7 +257,7 @@ async fn a_dead_letter_that_failed_to_send_is_sent_by_the_redelivered_wake_up() 
     assert_eq!(rig.dead_letters.sent.lock().unwrap().len(), 1);
 }
 
-/// §2 f: `delay_seconds` and a clock with sub-millisecond digits made a due time the stores
+/// Sub-millisecond due times: `delay_seconds` and a clock with sub-millisecond digits made a due time the stores
 /// round differently; the store refused a claim the domain allowed, and the wake-up was
 /// dropped. Now it is armed again.
 #[tokio::test]
@@ -287,7 +288,7 @@ async fn a_claim_the_store_refused_but_the_domain_allows_is_armed_again() {
     );
 }
 
-/// §2 f: due times are whole milliseconds wherever they come from.
+/// Sub-millisecond due times: due times are whole milliseconds wherever they come from.
 #[tokio::test]
 async fn due_times_are_whole_milliseconds() {
     let rig = rig(ScriptedWebhook::default());
@@ -300,7 +301,7 @@ async fn due_times_are_whole_milliseconds() {
     assert_eq!(armed(&rig)[0].1, stored.run_at);
 }
 
-/// §2 c: a wake-up that is lost (a delay-queue message out of receives, a Scheduler
+/// Lost wake-ups: a wake-up that is lost (a delay-queue message out of receives, a Scheduler
 /// invocation given up on) leaves the task `scheduled` past its due time, or `running` past
 /// its lease. The sweeper re-arms each once it is more than the grace late, not before, and
 /// never delivers anything itself.
@@ -358,7 +359,7 @@ async fn the_sweeper_rearms_lost_wake_ups_after_the_grace_and_never_delivers() {
     );
 }
 
-/// §2 e, through the sweeper: a dead letter whose send failed, with no wake-up coming again,
+/// Dead letters, through the sweeper: a dead letter whose send failed, with no wake-up coming again,
 /// is sent by the sweep after the grace, once.
 #[tokio::test]
 async fn the_sweeper_sends_a_dead_letter_whose_send_failed() {
@@ -400,7 +401,7 @@ async fn a_task_written_within_the_grace_is_left_to_its_writer() {
     assert_eq!(rig.sweep().await.rearmed, 1);
 }
 
-/// §2 a and b over HTTP: the answers are 201 and 200, never the 500 that says "nothing was
+/// Create and `/retry` over HTTP: the answers are 201 and 200, never the 500 that says "nothing was
 /// changed".
 #[tokio::test]
 async fn over_http_a_write_whose_arming_failed_is_answered_as_done() {

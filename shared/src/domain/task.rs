@@ -262,14 +262,6 @@ pub(crate) struct Task {
 impl Task {
     /// Grace on top of the webhook timeout before a claim is considered abandoned.
     pub(crate) const LEASE_GRACE: TimeDelta = TimeDelta::seconds(30);
-    /// The longest lease a claim takes: the longest webhook timeout plus the grace.
-    #[cfg_attr(
-        not(feature = "aws"),
-        allow(dead_code, reason = "the DynamoDB store's")
-    )]
-    pub(crate) const MAX_LEASE: TimeDelta = TimeDelta::seconds(TimeoutSeconds::MAX as i64)
-        .checked_add(&Self::LEASE_GRACE)
-        .expect("small");
 
     pub(crate) fn new(
         id: TaskId,

@@ -65,7 +65,7 @@ impl InvocationError {
 impl From<AppError> for InvocationError {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::Unavailable(m) => Self::Unavailable(m),
+            AppError::Unavailable(m) | AppError::OutcomeUnknown(m) => Self::Unavailable(m),
             other => Self::Malformed {
                 shape: "wake-up",
                 reason: other.to_string(),

@@ -535,7 +535,7 @@ pub(crate) async fn a_write_is_applied_once(store: Store, _caps: Caps) {
     assert_eq!(store.get(c.id).await.unwrap().unwrap(), cancelled);
 }
 
-/// §2 f: a due time made from a clock with sub-millisecond digits (`delay_seconds`) is
+/// A due time made from a clock with sub-millisecond digits (`delay_seconds`) is
 /// claimable exactly when the task's own rule says so: the store does not round it up past
 /// an instant the domain calls due (DynamoDB refused such a claim, and the wake-up was
 /// dropped).
@@ -563,9 +563,8 @@ pub(crate) async fn sub_millisecond_due_times_are_claimable_when_the_task_says(
 
 /// The sweeper's query: exactly the tasks that should be moving by the cutoff (a scheduled
 /// task's due time, a running one's lease end, a failed one's failure while its dead letter
-/// is unsent), from an index, bounded; never a finished task. A running task may be named
-/// up to [`Task::MAX_LEASE`] after its claim rather than at its lease end (DynamoDB), never
-/// before its lease ends.
+/// is unsent), from an index, bounded; never a finished task. A running task is named from
+/// its lease's end exactly, on both stores.
 pub(crate) async fn overdue_names_what_should_be_moving(store: Store, _caps: Caps) {
     let o = owner();
     let ids = |tasks: Vec<Task>| {
@@ -616,7 +615,7 @@ pub(crate) async fn overdue_names_what_should_be_moving(store: Store, _caps: Cap
     assert_eq!(overdue(t0()).await, vec![due.id]);
     assert_eq!(overdue(failed_at).await, sorted(vec![due.id, failed.id]));
     assert!(!overdue(lease - ms).await.contains(&running.id));
-    let late = t0() + Task::MAX_LEASE;
+    let late = lease;
     assert_eq!(
         overdue(late).await,
         sorted(vec![due.id, failed.id, running.id])

@@ -24,14 +24,14 @@
 //! # The pending index (the sweeper's)
 //! GSI `pending`, sparse, projection KEYS_ONLY: partition key `pending_shard` (S, `"00"` to
 //! `"15"`, the task id's low 4 bits, so a task always lands on one shard), sort key
-//! `pending_at` (S, [`Task::pending_at`] as 15-digit zero-padded epoch milliseconds, rounded
-//! up, then `#` and the task id). The two attributes are on an item only while its task needs
-//! moving (scheduled, running, or failed with its dead letter unsent): every `PutItem` writes
-//! the whole item from [`Record::of`], so a write that finishes a task removes them, and the
-//! claim sets them itself. The claim cannot build a string from the lease DynamoDB computes,
-//! so a running task's key is its claim time plus [`Task::MAX_LEASE`], never earlier than its
-//! lease end and at most 29 s after it. The sweeper `Query`s each shard for keys at or before
-//! `now - grace`, never scans.
+//! `pending_at` (N, [`Task::pending_at`] in epoch milliseconds, rounded up; index keys need
+//! not be unique). The two attributes are on an item only while its task needs moving
+//! (scheduled, running, or failed with its dead letter unsent): every `PutItem` writes the
+//! whole item from [`Record::of`], so a write that finishes a task removes them, and the claim
+//! sets them itself: `pending_at = lease_ms + now`, the very lease end DynamoDB computes for
+//! `lease_until_ms`, so a running task is swept as soon as its lease has expired (plus the
+//! grace), not later. The sweeper `Query`s each shard for keys at or before `now - grace`,
+//! never scans.
 //!
 //! Why 16 shards: every write that moves a task in time rewrites its index entry, and a
 //! time-ordered sort key concentrates writes at its newest end, where split-for-heat cannot
@@ -150,7 +150,7 @@ struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pending_shard: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pending_at: Option<String>,
+    pending_at: Option<i64>,
     // Delivery state.
     retry: RetryPolicy,
     timeout_seconds: TimeoutSeconds,
@@ -212,12 +212,6 @@ fn pending_shard(id: TaskId) -> String {
     format!("{:02}", id.shard16() % PENDING_SHARDS)
 }
 
-/// The pending index's sort key for a task pending at epoch millisecond `ms`: fixed width
-/// (15 digits reach the year 9999; an instant before 1970 counts as 0), then the task id.
-fn pending_key(ms: i64, id: TaskId) -> String {
-    format!("{:015}#{id}", ms.max(0))
-}
-
 fn owner_status(owner: &Owner, status: Status) -> String {
     format!("{owner}#{status}")
 }
@@ -227,6 +221,25 @@ fn owner_status(owner: &Owner, status: Status) -> String {
 fn idem_pk(owner: &Owner, key: &IdempotencyKey) -> String {
     let owner = owner.as_str().replace('%', "%25").replace('#', "%23");
     format!("idem#{owner}#{}", key.as_str())
+}
+
+/// The version an item is at.
+fn item_version(item: &Item) -> Option<u64> {
+    item.get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A write failed and reading back what it did failed too.
+fn outcome_unknown(err: &PortError, read: &PortError) -> PortError {
+    PortError::OutcomeUnknown(format!("{err}; reading it back: {read}"))
+}
+
+/// Reading back a write whose answer was lost failed: it may have been applied.
+fn read_back_failed(read: PortError) -> PortError {
+    PortError::OutcomeUnknown(format!(
+        "a write's answer was lost; reading it back: {read}"
+    ))
 }
 
 fn unavailable(op: &str, e: impl std::fmt::Display) -> PortError {
@@ -261,9 +274,7 @@ impl Record {
             owner_running: owner_status(&task.owner, Status::Running),
             run_at_id: run_at_id(task.run_at, task.id),
             pending_shard: task.pending_at().map(|_| pending_shard(task.id)),
-            pending_at: task
-                .pending_at()
-                .map(|at| pending_key(ceil_ms(at), task.id)),
+            pending_at: task.pending_at().map(ceil_ms),
             retry: task.retry,
             timeout_seconds: task.timeout,
             attempts: task.attempts.clone(),
@@ -403,8 +414,49 @@ impl DynamoStore {
     ) -> Result<bool, PortError> {
         Ok(self
             .item_at_failure(returned, pk)
-            .await?
+            .await
+            .map_err(read_back_failed)?
             .is_some_and(|item| written_by(&item, token)))
+    }
+
+    /// A create whose call failed (after the SDK's retries): an earlier try may have been
+    /// applied and lost its answer. The task id is new, so an item under it is this
+    /// create's; no item means nothing was written. A read that fails too leaves the
+    /// outcome unknown, never "nothing was changed".
+    async fn created_after_error(
+        &self,
+        task: &Task,
+        err: PortError,
+    ) -> Result<CreateOutcome, PortError> {
+        match self.get_item(task.id.to_string()).await {
+            Ok(Some(_)) => Ok(CreateOutcome::Created),
+            Ok(None) => Err(err),
+            Err(read) => Err(outcome_unknown(&err, &read)),
+        }
+    }
+
+    /// An update (a versioned `PutItem`, or the transaction with its key item) whose call
+    /// failed: applied when the item carries its token; not applied when the item is still
+    /// at an older version, or another writer holds this version (a lost race: `Conflict`);
+    /// unknown when the item moved on past it or cannot be read.
+    async fn updated_after_error(
+        &self,
+        task: &Task,
+        token: &str,
+        err: PortError,
+    ) -> Result<(), PortError> {
+        match self.get_item(task.id.to_string()).await {
+            Ok(Some(item)) if written_by(&item, token) => Ok(()),
+            Ok(Some(item)) => match item_version(&item) {
+                Some(v) if v < task.version => Err(err),
+                Some(v) if v == task.version => Err(PortError::Conflict),
+                _ => Err(PortError::OutcomeUnknown(format!(
+                    "{err}; the task has changed since, perhaps after this write"
+                ))),
+            },
+            Ok(None) => Err(err),
+            Err(read) => Err(outcome_unknown(&err, &read)),
+        }
     }
 
     /// The task's write together with its key item's TTL (the task's own plus
@@ -458,7 +510,12 @@ impl DynamoStore {
                 Some(aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c)) => {
                     c.cancellation_reasons().to_vec()
                 }
-                _ => return Err(sdk_error("TransactWriteItems", err)),
+                _ => {
+                    return self
+                        .updated_after_error(task, token, sdk_error("TransactWriteItems", err))
+                        .await
+                        .map(Some);
+                }
             };
             let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or_default();
             if code(0) == "ConditionalCheckFailed" {
@@ -473,7 +530,10 @@ impl DynamoStore {
                 return Ok(None);
             }
             if code(0) != "TransactionConflict" && code(1) != "TransactionConflict" {
-                return Err(sdk_error("TransactWriteItems", err));
+                return self
+                    .updated_after_error(task, token, sdk_error("TransactWriteItems", err))
+                    .await
+                    .map(Some);
             }
             contention_pause().await;
         }
@@ -538,7 +598,11 @@ impl DynamoStore {
             return Err(sdk_error("TransactWriteItems", err));
         }
         // Emulators may not return the old item; then it is read (consistently).
-        let Some(item) = self.item_at_failure(reasons[1].item.as_ref(), pk).await? else {
+        let Some(item) = self
+            .item_at_failure(reasons[1].item.as_ref(), pk)
+            .await
+            .map_err(read_back_failed)?
+        else {
             // Removed meanwhile (an orphaned key cleared by a concurrent create).
             return Ok(KeyWrite::Contended);
         };
@@ -557,8 +621,6 @@ impl DynamoStore {
         cutoff_ms: i64,
         limit: usize,
     ) -> Result<Vec<TaskId>, PortError> {
-        // `~` sorts after every character of a task id: all of `cutoff_ms` is included.
-        let cut = format!("{:015}#~", cutoff_ms.max(0));
         let mut ids = Vec::new();
         let mut start = None;
         loop {
@@ -571,7 +633,7 @@ impl DynamoStore {
                 .expression_attribute_names("#shard", "pending_shard")
                 .expression_attribute_names("#at", "pending_at")
                 .expression_attribute_values(":shard", s(format!("{shard:02}")))
-                .expression_attribute_values(":cut", s(cut.clone()))
+                .expression_attribute_values(":cut", n(cutoff_ms))
                 .set_exclusive_start_key(start.take())
                 .limit(i32::try_from(limit - ids.len()).unwrap_or(i32::MAX))
                 .send()
@@ -645,14 +707,25 @@ impl TaskStore for DynamoStore {
                     {
                         Ok(CreateOutcome::Created)
                     }
-                    _ => Err(sdk_error("PutItem", e)),
+                    Some(aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(_)) => {
+                        Err(sdk_error("PutItem", e))
+                    }
+                    _ => self.created_after_error(task, sdk_error("PutItem", e)).await,
                 },
             };
         };
         // A few rounds: another runs only after a concurrent transaction on the key, or
         // after an orphaned key item (its task expired by TTL before the key did) was removed.
         for _ in 0..6 {
-            let existing = match self.create_with_key(task, key, &token).await? {
+            let written = match self.create_with_key(task, key, &token).await {
+                Err(PortError::Unavailable(m)) => {
+                    return self
+                        .created_after_error(task, PortError::Unavailable(m))
+                        .await;
+                }
+                other => other?,
+            };
+            let existing = match written {
                 KeyWrite::Written => return Ok(CreateOutcome::Created),
                 // Our own write, whose response was lost: created by this call.
                 KeyWrite::Taken(id) if id == task.id => return Ok(CreateOutcome::Created),
@@ -775,17 +848,12 @@ impl TaskStore for DynamoStore {
                 "SET #status = :running, #owner_status = #owner_running, \
                  #version = #version + :one, #updated_at = :now, \
                  #lease_until = #lease_ms + :now_ms, #token = :token, \
-                 #pending_shard = :pending_shard, #pending_at = :pending_at",
+                 #pending_shard = :pending_shard, #pending_at = #lease_ms + :now_ms",
             )
-            // The pending index: no earlier than the lease DynamoDB computes (see the module
-            // documentation).
+            // The pending index: the lease's end, as DynamoDB computes it.
             .expression_attribute_names("#pending_shard", "pending_shard")
             .expression_attribute_names("#pending_at", "pending_at")
             .expression_attribute_values(":pending_shard", s(pending_shard(id)))
-            .expression_attribute_values(
-                ":pending_at",
-                s(pending_key(now_ms + Task::MAX_LEASE.num_milliseconds(), id)),
-            )
             .expression_attribute_names("#token", WRITE_TOKEN)
             .expression_attribute_values(":token", s(&token))
             .expression_attribute_names("#attempt", "attempt")
@@ -817,7 +885,10 @@ impl TaskStore for DynamoStore {
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
                     // A missing task returns no item; so may an emulator. Read to be sure.
-                    let current = self.item_at_failure(c.item(), id.to_string()).await?;
+                    let current = self
+                        .item_at_failure(c.item(), id.to_string())
+                        .await
+                        .map_err(read_back_failed)?;
                     match current {
                         // Our claim, applied before its response was lost.
                         Some(item) if written_by(&item, &token) => {
@@ -828,7 +899,18 @@ impl TaskStore for DynamoStore {
                         )),
                     }
                 }
-                _ => Err(sdk_error("UpdateItem", e)),
+                // An earlier try may have been applied and lost its answer: ours if the
+                // item carries our token.
+                _ => {
+                    let err = sdk_error("UpdateItem", e);
+                    match self.get_item(id.to_string()).await {
+                        Ok(Some(item)) if written_by(&item, &token) => {
+                            Ok(ClaimOutcome::Claimed(task_from_item(item)?))
+                        }
+                        Ok(_) => Err(err),
+                        Err(read) => Err(outcome_unknown(&err, &read)),
+                    }
+                }
             },
         }
     }
@@ -862,7 +944,7 @@ impl TaskStore for DynamoStore {
                         Err(PortError::Conflict)
                     }
                 }
-                _ => Err(sdk_error("PutItem", e)),
+                _ => self.updated_after_error(task, &token, sdk_error("PutItem", e)).await,
             },
         }
     }
@@ -1021,7 +1103,7 @@ mod on_moto {
         let keys = |item: &Item| {
             (
                 item.get("pending_shard").map(|v| v.as_s().unwrap().clone()),
-                item.get("pending_at").map(|v| v.as_s().unwrap().clone()),
+                item.get("pending_at").map(|v| v.as_n().unwrap().clone()),
             )
         };
         let t = task(&owner(), t0(), None);
@@ -1030,18 +1112,18 @@ mod on_moto {
         assert!(("00".."16").contains(&shard.as_str()), "{shard}");
         assert_eq!(
             keys(&raw(&client, &table, t.id).await),
-            (
-                Some(shard.clone()),
-                Some(format!("001800000000000#{}", t.id))
-            )
+            (Some(shard.clone()), Some("1800000000000".to_owned()))
         );
         let ClaimOutcome::Claimed(running) = store.claim(t.id, 1, t0()).await.unwrap() else {
             panic!("claimed")
         };
         assert_eq!(
             keys(&raw(&client, &table, t.id).await),
-            (Some(shard), Some(format!("001800000060000#{}", t.id))),
-            "claim time + the longest lease"
+            (
+                Some(shard),
+                Some(running.lease_until.unwrap().timestamp_millis().to_string())
+            ),
+            "exactly the lease's end, computed by DynamoDB in the claim"
         );
         let (done, _) = running
             .record(1, &delivery(RetryHint::Success, t0()), t0(), 0.5)

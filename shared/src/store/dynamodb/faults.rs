@@ -19,6 +19,9 @@ enum Fault {
     LoseResponse,
     /// Answer this JSON error (HTTP 400) instead of forwarding.
     Answer(&'static str),
+    /// Answer HTTP 500 `InternalServerError` instead of forwarding (nothing applied; the SDK
+    /// retries it).
+    ServerError,
 }
 
 #[derive(Default)]
@@ -62,6 +65,11 @@ impl Proxy {
 
     fn injected(&self) -> usize {
         self.rules.lock().unwrap().injected
+    }
+
+    /// Removes the faults not met yet.
+    fn clear(&self) {
+        self.rules.lock().unwrap().pending.clear();
     }
 
     /// A store on `table` whose calls go through the proxy (the SDK's default retries).
@@ -124,9 +132,14 @@ async fn serve(mut client: TcpStream, upstream: String, rules: Arc<Mutex<Rules>>
         }
         hit
     };
-    if let Some(Fault::Answer(body)) = fault {
+    let answer = match fault {
+        Some(Fault::Answer(body)) => Some(("400 Bad Request", body)),
+        Some(Fault::ServerError) => Some(("500 Internal Server Error", INTERNAL_SERVER_ERROR)),
+        _ => None,
+    };
+    if let Some((status, body)) = answer {
         let response = format!(
-            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.0\r\n\
+            "HTTP/1.1 {status}\r\ncontent-type: application/x-amz-json-1.0\r\n\
              content-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -280,6 +293,82 @@ async fn creates_whose_response_was_lost_are_created_once() {
         CreateOutcome::Existing(e) => assert_eq!(*e, k),
         CreateOutcome::Created => panic!("a repeated key created a task"),
     }
+}
+
+/// What DynamoDB answers when it failed internally (the SDK retries it).
+const INTERNAL_SERVER_ERROR: &str = r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","Message":"Internal server error"}"#;
+
+/// More server errors than the SDK makes tries: the call fails.
+const OUTLASTS_RETRIES: usize = 10;
+
+/// A write whose first try was applied and lost its answer, and whose retries then failed
+/// (an outage), is recognised by reading it back: a create is created, an update (cancel,
+/// `/retry`, a recorded attempt) and a claim are ours. When the read fails too, the outcome
+/// is unknown, never "nothing was changed"; a write none of whose tries was applied still
+/// says so.
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn writes_applied_before_an_outage_are_recognised_and_an_unreadable_one_is_unknown() {
+    let (proxy, lossy, direct, ..) = rig().await;
+    let o = owner();
+    let lost_then_down = |op: &str| {
+        proxy.inject(op, Fault::LoseResponse, 1);
+        proxy.inject(op, Fault::ServerError, OUTLASTS_RETRIES);
+    };
+    // Create, without and with a key.
+    let t = task(&o, t0(), None);
+    lost_then_down("PutItem");
+    let created = lossy.create(&t).await;
+    proxy.clear();
+    assert!(matches!(created, Ok(CreateOutcome::Created)), "{created:?}");
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), t);
+    let k = task(&o, t0(), Some("outage"));
+    lost_then_down("TransactWriteItems");
+    let created = lossy.create(&k).await;
+    proxy.clear();
+    assert!(matches!(created, Ok(CreateOutcome::Created)), "{created:?}");
+    assert_eq!(direct.get(k.id).await.unwrap().unwrap(), k);
+    // Claim.
+    lost_then_down("UpdateItem");
+    let claim = lossy.claim(t.id, 1, t0()).await;
+    proxy.clear();
+    let running = match claim {
+        Ok(ClaimOutcome::Claimed(r)) => r,
+        other => panic!("the claim was ours: {other:?}"),
+    };
+    assert_eq!(direct.get(t.id).await.unwrap().unwrap(), running);
+    // Cancel (a versioned PutItem) and a keyed task's cancel (the transaction).
+    let w = task(&o, t0(), None);
+    direct.create(&w).await.unwrap();
+    for (task, op) in [(&w, "PutItem"), (&k, "TransactWriteItems")] {
+        let cancelled = task.cancel(t0()).unwrap();
+        lost_then_down(op);
+        let written = lossy.update(&cancelled).await;
+        proxy.clear();
+        assert!(written.is_ok(), "{op}: {written:?}");
+        assert_eq!(direct.get(task.id).await.unwrap().unwrap(), cancelled);
+    }
+    // Nothing applied: an honest failure, and nothing changed.
+    let u = task(&o, t0(), None);
+    proxy.inject("PutItem", Fault::ServerError, OUTLASTS_RETRIES);
+    let refused = lossy.create(&u).await;
+    proxy.clear();
+    assert!(
+        matches!(refused, Err(PortError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert!(direct.get(u.id).await.unwrap().is_none());
+    // Applied, lost, and the read back fails too: unknown.
+    let v = task(&o, t0(), None);
+    lost_then_down("PutItem");
+    proxy.inject("GetItem", Fault::ServerError, OUTLASTS_RETRIES);
+    let unknown = lossy.create(&v).await;
+    proxy.clear();
+    assert!(
+        matches!(unknown, Err(PortError::OutcomeUnknown(_))),
+        "{unknown:?}"
+    );
+    assert!(direct.get(v.id).await.unwrap().is_some(), "it was applied");
 }
 
 /// What DynamoDB answers a transaction that met another one on the same item.
