@@ -38,6 +38,9 @@ pub(crate) const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds
 /// `running` can be re-claimed by then.
 pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
+/// What to do instead of cancelling a schedule's pending occurrence on its own.
+const PENDING_OCCURRENCE_CANCEL: Option<&str> = Some("pause or delete the schedule instead");
+
 /// How long past the moment a task should have moved ([`Task::pending_at`]) the sweeper
 /// leaves it to the wake-up already on its way, before re-arming it. Normal wake-ups arrive
 /// within about a second of their due time (the delay queue counts whole seconds, a cold
@@ -235,12 +238,9 @@ impl Scheduler {
     }
 
     pub(crate) async fn cancel(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
-        self.refuse_pending_occurrence(
-            &self.get(owner, id).await?,
-            "pause or delete the schedule instead",
-        )
-        .await?;
-        let task = self.transition(owner, id, |t, now| t.cancel(now)).await?;
+        let task = self
+            .transition(owner, id, PENDING_OCCURRENCE_CANCEL, |t, now| t.cancel(now))
+            .await?;
         let wake = WakeUp {
             task_id: id,
             attempt: task.attempt_number(),
@@ -256,7 +256,7 @@ impl Scheduler {
 
     pub(crate) async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
         let task = self
-            .transition(owner, id, |t, now| t.retry_failed(now))
+            .transition(owner, id, None, |t, now| t.retry_failed(now))
             .await?;
         // Revived and written: the retry took effect whether or not its wake-up is armed.
         self.arm_or_defer(&task).await;
@@ -265,15 +265,21 @@ impl Scheduler {
     }
 
     /// Read, apply a pure transition, write conditionally; a lost race is re-read and
-    /// re-decided, so a 409 always reflects the status that won.
+    /// re-decided, so a 409 always reflects the status that won. With `pending_guard`, a
+    /// schedule's pending occurrence is refused (`409` saying what to do instead); the
+    /// schedule is read only for a task that is an occurrence.
     async fn transition(
         &self,
         owner: &Owner,
         id: TaskId,
+        pending_guard: Option<&str>,
         f: impl Fn(&Task, DateTime<Utc>) -> Result<Task, crate::domain::TransitionError>,
     ) -> Result<Task, AppError> {
         for _ in 0..5 {
             let current = self.get(owner, id).await?;
+            if let Some(instead) = pending_guard {
+                self.refuse_pending_occurrence(&current, instead).await?;
+            }
             let next = f(&current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
             match self.ports.store.update(&next).await {
                 Ok(()) => return Ok(next),

@@ -16,6 +16,12 @@ use tracing::{info, warn};
 use super::{AppError, Scheduler};
 use crate::domain::{LocalRunAt, Owner, Task, TaskId, format_time};
 
+/// What to do instead of moving, or running now, a schedule's pending occurrence.
+const PENDING_OCCURRENCE_MOVE: Option<&str> =
+    Some("change the schedule (PATCH /schedules/{schedule_id}) instead");
+const PENDING_OCCURRENCE_RUN: Option<&str> =
+    Some("trigger the schedule (POST /schedules/{schedule_id}/trigger) instead");
+
 impl Scheduler {
     /// Moves a `scheduled` task to `at` (`local`: the local time and zone it was given as).
     pub(crate) async fn reschedule(
@@ -25,13 +31,10 @@ impl Scheduler {
         at: DateTime<Utc>,
         local: Option<LocalRunAt>,
     ) -> Result<Task, AppError> {
-        self.refuse_pending_occurrence(
-            &self.get(owner, id).await?,
-            "change the schedule (PATCH /schedules/{schedule_id}) instead",
-        )
-        .await?;
         let task = self
-            .transition(owner, id, |t, now| t.reschedule(at, local.clone(), now))
+            .transition(owner, id, PENDING_OCCURRENCE_MOVE, |t, now| {
+                t.reschedule(at, local.clone(), now)
+            })
             .await?;
         self.replace_wake_up(&task).await;
         info!(task_id = %id, run_at = %format_time(&task.run_at), "task rescheduled");
@@ -40,13 +43,10 @@ impl Scheduler {
 
     /// Makes a `scheduled` task due now.
     pub(crate) async fn run_now(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
-        self.refuse_pending_occurrence(
-            &self.get(owner, id).await?,
-            "trigger the schedule (POST /schedules/{schedule_id}/trigger) instead",
-        )
-        .await?;
         let task = self
-            .transition(owner, id, |t, now| t.reschedule(now, None, now))
+            .transition(owner, id, PENDING_OCCURRENCE_RUN, |t, now| {
+                t.reschedule(now, None, now)
+            })
             .await?;
         self.replace_wake_up(&task).await;
         info!(task_id = %id, "task made due now");
