@@ -14,7 +14,7 @@ CONSOLE_TESTS = $(CARGO) test --workspace --test console -- --ignored --test-thr
 
 .PHONY: test-console
 
-test-console: $(CHROMIUM) $(CHROMEDRIVER) ## The console in headless chromium against the real server: tasks, cancel, run now, reschedule, dead-letter retry, hostile text
+test-console: $(CHROMIUM) $(CHROMEDRIVER) ## The console in headless chromium against the real server: tasks, cancel, run now, reschedule, dead-letter retry, schedules (pause, trigger, resume, delete), hostile text
 	$(BUILD_FOR_TESTS)
 	CHROMIUM="$(CHROMIUM)" CHROMEDRIVER="$(CHROMEDRIVER)" $(CONSOLE_TESTS)
 

@@ -752,6 +752,337 @@ struct Console {
     _started: launcher::Started,
 }
 
+/// `task-scheduler schedules --endpoint URL ARGS` as Alice.
+async fn schedules(app: &App, args: &[&str]) -> Run {
+    let endpoint = app.base_url();
+    let mut all = vec!["schedules", "--endpoint", endpoint.as_str()];
+    all.extend_from_slice(args);
+    cli(&all, &[("TASK_SCHEDULER_TOKEN", ALICE)]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_create_get_list_pause_resume_trigger_update_delete() {
+    let recv = Receiver::start().await;
+    let app = server().await;
+    let url = recv.url("/tick");
+
+    // create: the plan, zone, bounds and the task template of `tasks create`, for scripts.
+    let start = (Utc::now() + TimeDelta::days(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let end = (Utc::now() + TimeDelta::days(30))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let run = schedules(
+        &app,
+        &[
+            "create",
+            "--cron",
+            "0 9 * * MON-FRI",
+            "--tz",
+            "Europe/Paris",
+            "--start-at",
+            &start,
+            "--end-at",
+            &end,
+            "--url",
+            &url,
+            "-X",
+            "put",
+            "-H",
+            "X-Tenant: acme",
+            "--data",
+            r#"{"n":1}"#,
+            "--max-attempts",
+            "4",
+            "--timeout",
+            "5s",
+            "--idempotency-key",
+            "daily",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = run.json();
+    let id = s["schedule_id"].as_str().expect("schedule_id").to_owned();
+    assert_eq!(s["cron"], "0 9 * * MON-FRI");
+    assert_eq!(s["timezone"], "Europe/Paris");
+    assert_eq!(
+        parse_time(s["start_at"].as_str().unwrap()),
+        parse_time(&start)
+    );
+    assert_eq!(parse_time(s["end_at"].as_str().unwrap()), parse_time(&end));
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["task"]["payload"]["url"], url);
+    assert_eq!(s["task"]["payload"]["method"], "PUT");
+    assert_eq!(s["task"]["payload"]["headers"], json!({"X-Tenant": "acme"}));
+    assert_eq!(s["task"]["payload"]["data"], json!({"n": 1}));
+    assert_eq!(s["task"]["retry"]["max_attempts"], 4);
+    assert_eq!(s["task"]["timeout_seconds"], 5);
+    assert_eq!(s["next_runs"].as_array().unwrap().len(), 5);
+
+    // get, for people: the fields, the next runs in the zone and in UTC, no occurrence yet.
+    let run = schedules(&app, &["get", &id]).await.ok();
+    let first = &s["next_runs"][0];
+    for needle in [
+        id.as_str(),
+        "cron 0 9 * * MON-FRI",
+        "Europe/Paris",
+        "PUT",
+        url.as_str(),
+        "header X-Tenant",
+        "NEXT RUN (LOCAL)",
+        "NEXT RUN (UTC)",
+        first["local"].as_str().unwrap(),
+        first["utc"].as_str().unwrap(),
+        "no occurrence yet",
+    ] {
+        assert!(run.stdout.contains(needle), "{needle}: {run:#?}");
+    }
+    assert!(
+        first["local"].as_str().unwrap().ends_with(":00+01:00")
+            || first["local"].as_str().unwrap().ends_with(":00+02:00")
+    );
+    let run = schedules(&app, &["get", &id, "--json"]).await.ok();
+    assert_eq!(run.json()["schedule_id"], id.as_str());
+
+    // A second one, paused, every 1s; list shows both, with the plan, zone, paused, next run.
+    let run = schedules(
+        &app,
+        &[
+            "create", "--every", "1s", "--paused", "--url", &url, "--json",
+        ],
+    )
+    .await
+    .ok();
+    let fast = run.json();
+    let fast_id = fast["schedule_id"].as_str().unwrap().to_owned();
+    assert_eq!(fast["paused"], true);
+    assert_eq!(fast["next_runs"], json!([]));
+    let run = schedules(&app, &["list"]).await.ok();
+    let header = run.stdout.lines().next().unwrap_or_default();
+    for col in [
+        "ID", "PLAN", "TIMEZONE", "PAUSED", "NEXT RUN", "METHOD", "URL",
+    ] {
+        assert!(header.contains(col), "column {col}: {run:#?}");
+    }
+    let rows: Vec<&str> = run.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{run:#?}");
+    assert!(
+        rows[0].starts_with(&id) && rows[0].contains("cron 0 9 * * MON-FRI"),
+        "{run:#?}"
+    );
+    assert!(
+        rows[0].contains("false") && rows[0].contains(first["utc"].as_str().unwrap()),
+        "{run:#?}"
+    );
+    assert!(
+        rows[1].starts_with(&fast_id) && rows[1].contains("every 1s"),
+        "{run:#?}"
+    );
+    assert!(
+        rows[1].contains("UTC") && rows[1].contains("true"),
+        "{run:#?}"
+    );
+    let run = schedules(&app, &["list", "--limit", "1"]).await.ok();
+    assert_eq!(run.stdout.lines().count(), 2, "{run:#?}");
+    assert!(run.stderr.contains("more: --cursor "), "{run:#?}");
+    let run = schedules(&app, &["list", "--limit", "1", "--all", "--json"])
+        .await
+        .ok();
+    let ids: Vec<&str> = run.json()["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["schedule_id"].as_str().unwrap().to_owned())
+        .collect::<Vec<_>>()
+        .leak()
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(ids, [id.as_str(), fast_id.as_str()]);
+
+    // Paused: nothing arrives. trigger: one task due now, delivered, listed by --schedule.
+    let run = schedules(&app, &["trigger", &fast_id, "--json"]).await.ok();
+    let triggered = run.json();
+    assert_eq!(triggered["occurrence"]["schedule_id"], fast_id.as_str());
+    assert_eq!(triggered["occurrence"]["triggered"], true);
+    recv.wait_for("/tick", 1, Duration::from_secs(20)).await;
+    let run = tasks(&app, &["list", "--schedule", &fast_id, "--json"])
+        .await
+        .ok();
+    let occ = run.json()["tasks"].as_array().unwrap().clone();
+    assert_eq!(occ.len(), 1, "{run:#?}");
+    assert_eq!(id_of(&occ[0]), id_of(&triggered));
+    let run = tasks(&app, &["list", "--schedule", &id, "--json"])
+        .await
+        .ok();
+    let pending = run.json()["tasks"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{run:#?}");
+    assert_eq!(pending[0]["task_id"], s["pending_task_id"]);
+
+    // resume: a pending occurrence and next runs; pause: none, in the table too.
+    let run = schedules(&app, &["resume", &fast_id, "--json"]).await.ok();
+    assert_eq!(run.json()["paused"], false);
+    assert!(run.json()["pending_task_id"].is_string(), "{run:#?}");
+    recv.wait_for("/tick", 2, Duration::from_secs(20)).await;
+    let run = schedules(&app, &["pause", &fast_id]).await.ok();
+    let row = run.stdout.lines().nth(1).expect("a row");
+    assert!(
+        row.starts_with(&fast_id) && row.contains("true"),
+        "{run:#?}"
+    );
+    let run = schedules(&app, &["get", &fast_id]).await.ok();
+    assert!(run.stdout.contains("no next runs"), "{run:#?}");
+    assert!(run.stdout.contains("LAST OCCURRENCE"), "{run:#?}");
+
+    // update: a new plan and zone; --no-end removes the end.
+    let run = schedules(
+        &app,
+        &[
+            "update",
+            &id,
+            "--every",
+            "1h",
+            "--tz",
+            "America/New_York",
+            "--no-end",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let u = run.json();
+    assert_eq!(u["every"], "1h");
+    assert!(u.get("cron").is_none_or(Value::is_null), "{u}");
+    assert_eq!(u["timezone"], "America/New_York");
+    assert!(u["end_at"].is_null(), "{u}");
+
+    // delete: the schedule as it was; again is the API's 404, exit 1.
+    let run = schedules(&app, &["delete", &id]).await.ok();
+    assert!(run.stdout.contains(&id), "{run:#?}");
+    let run = schedules(&app, &["delete", &id]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.starts_with("error: 404 not_found: "), "{run:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_errors_and_exit_codes() {
+    let app = server().await;
+    let endpoint = app.base_url();
+
+    // 400 naming cron, and a bad zone and period: exit 1, nothing stored.
+    let run = schedules(
+        &app,
+        &[
+            "create",
+            "--cron",
+            "0 9 * * 8",
+            "--url",
+            "http://127.0.0.1:9/x",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.starts_with("error: 400 invalid_request: cron: "),
+        "{run:#?}"
+    );
+    assert!(run.stderr.contains("(field: cron)"), "{run:#?}");
+    assert!(run.stdout.is_empty(), "{run:#?}");
+    let run = schedules(
+        &app,
+        &[
+            "create",
+            "--every",
+            "1m",
+            "--tz",
+            "Europe/Pariss",
+            "--url",
+            "http://127.0.0.1:9/x",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("(field: timezone)"), "{run:#?}");
+    let run = schedules(
+        &app,
+        &["create", "--every", "0s", "--url", "http://127.0.0.1:9/x"],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("(field: every)"), "{run:#?}");
+    let run = schedules(&app, &["create", "--every", "1m", "--url", "ftp://x/"]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("(field: task.payload.url)"), "{run:#?}");
+    let run = schedules(&app, &["get", "not-an-id"]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("(field: schedule_id)"), "{run:#?}");
+    for sub in ["get", "pause", "resume", "trigger", "delete"] {
+        let run = schedules(&app, &[sub, UNKNOWN_ID]).await;
+        assert_eq!(run.code, 1, "{sub}: {run:#?}");
+        assert!(
+            run.stderr.starts_with("error: 404 not_found: "),
+            "{sub}: {run:#?}"
+        );
+    }
+    let run = tasks(&app, &["list", "--schedule", "nope"]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("(field: schedule_id)"), "{run:#?}");
+    let run = schedules(&app, &["list", "--json"]).await.ok();
+    assert_eq!(run.json()["schedules"], json!([]), "nothing stored");
+
+    // 401 without a token.
+    let run = cli(&["schedules", "--endpoint", &endpoint, "list"], &[]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(
+        run.stderr.starts_with("error: 401 unauthorized: "),
+        "{run:#?}"
+    );
+
+    // Usage errors: exit 2.
+    for args in [
+        &["schedules", "create", "--url", "http://x/"][..], // no plan
+        &[
+            "schedules",
+            "create",
+            "--cron",
+            "* * * * *",
+            "--every",
+            "1m",
+            "--url",
+            "http://x/",
+        ],
+        &["schedules", "create", "--every", "1m"], // no --url
+        &[
+            "schedules",
+            "create",
+            "--every",
+            "1m",
+            "--url",
+            "http://x/",
+            "--end-at",
+            "tomorrow",
+        ],
+        &["schedules", "update", UNKNOWN_ID], // nothing to change
+        &[
+            "schedules",
+            "update",
+            UNKNOWN_ID,
+            "--end-at",
+            "2030-01-01T00:00:00Z",
+            "--no-end",
+        ],
+        &["schedules", "frobnicate"],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--endpoint", &endpoint]);
+        let run = cli(&all, &[("TASK_SCHEDULER_TOKEN", ALICE)]).await;
+        assert_eq!(run.code, 2, "{args:?}: {run:#?}");
+    }
+}
+
 async fn console(args: &[&str], env: &[(&str, &str)]) -> Console {
     let mut cmd = command(env);
     cmd.arg("console")

@@ -1004,3 +1004,313 @@ async fn refused_moves_show_the_apis_message_and_a_completed_task_has_no_move_co
     b.screenshot("refused-move").await;
     b.close().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// Schedules
+
+fn every(url: &str, period: &str) -> Value {
+    json!({"every": period, "task": {"action": "webhook", "payload": {"url": url, "data": {"n": 1}}}})
+}
+
+async fn create_schedule(app: &App, body: &Value) -> Value {
+    app.api()
+        .post_json("/schedules", body, None)
+        .await
+        .expect(201)
+}
+
+/// The schedule's occurrences, as the API lists them.
+async fn occurrences(app: &App, id: &str) -> Vec<Value> {
+    app.api()
+        .list(&format!("schedule_id={id}&limit=100"))
+        .await
+        .expect(200)["tasks"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+const PAUSED: &str = "const s = document.getElementById('schedule-state'); return !!s && s.textContent === 'paused' && !!document.getElementById('action-resume');";
+const ACTIVE: &str = "const s = document.getElementById('schedule-state'); return !!s && s.textContent === 'active' && !!document.getElementById('action-pause');";
+
+/// A schedule every 2 s: listed with its plan, zone, state and next run; its page shows its
+/// next 5 runs in both forms and its occurrences. Paused from the page, nothing more is
+/// delivered; triggered, exactly one more is; resumed, they come again; deleted (after a
+/// confirming second click), the API has it no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn a_schedule_is_listed_and_paused_triggered_resumed_and_deleted_from_its_page() {
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let s = create_schedule(&app, &every(&recv.url("/tick"), "2s")).await;
+    let id = s["schedule_id"].as_str().unwrap().to_owned();
+    let b = Browser::start().await;
+
+    // The list: the tab is there (the API has schedules), the row with plan, zone, state.
+    b.client
+        .goto(&format!("{}/console#/schedules", app.base_url()))
+        .await
+        .unwrap();
+    let row = format!("#schedules-table tr[data-schedule-id=\"{id}\"]");
+    b.wait_for(
+        "the schedule's row",
+        &format!("return !!document.querySelector('{row}');"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.getElementById('nav-schedules').hidden;")
+            .await,
+        json!(false)
+    );
+    assert_eq!(b.text(&format!("{row} td.plan")).await, "every 2s");
+    assert_eq!(b.text(&format!("{row} td.paused")).await, "active");
+    assert!(b.text(&row).await.contains("UTC"));
+    assert_ne!(b.text(&format!("{row} td.next-run")).await, "—");
+
+    // Its page: the next 5 runs in its zone and in UTC, as the API has them.
+    b.click(&format!("{row} a")).await;
+    b.wait_for("the schedule, active", ACTIVE).await;
+    b.wait_for(
+        "an occurrence listed",
+        "return !!document.querySelector('#occurrences-table tr[data-status=\"completed\"]');",
+    )
+    .await;
+    let runs = b
+        .js("return [...document.querySelectorAll('#next-runs tbody tr')].map(r => [...r.cells].map(c => c.textContent));")
+        .await;
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 5, "{runs:?}");
+    let api = app
+        .api()
+        .send(
+            app.api()
+                .request(reqwest::Method::GET, &format!("/schedules/{id}")),
+        )
+        .await
+        .expect(200);
+    // The page refreshes every 2 s, as the plan moves on: its first run is one of the API's.
+    let api_runs: Vec<String> = api["next_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["local"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        runs.iter()
+            .any(|r| api_runs.contains(&r[0].as_str().unwrap().to_owned())),
+        "{runs:?} vs {api_runs:?}"
+    );
+    for r in runs {
+        let local = r[0].as_str().unwrap();
+        let utc = r[1].as_str().unwrap();
+        assert!(local.ends_with("+00:00"), "{local}");
+        assert_eq!(
+            local.replace('T', " ").trim_end_matches("+00:00"),
+            utc,
+            "the same instant in both forms"
+        );
+    }
+    assert!(
+        b.text("#last-occurrence").await.contains("completed")
+            || b.text("#last-occurrence").await.contains("running")
+            || b.text("#last-occurrence").await.contains("scheduled")
+    );
+    b.screenshot("schedule").await;
+
+    // Pause: nothing more is delivered (once an occurrence already running has finished).
+    b.click("#action-pause").await;
+    b.wait_for("the schedule, paused", PAUSED).await;
+    b.wait_for(
+        "no next runs",
+        "return !!document.getElementById('next-runs-none');",
+    )
+    .await;
+    let deadline = Instant::now() + PAGE_WAIT;
+    while occurrences(&app, &id)
+        .await
+        .iter()
+        .any(|t| t["status"] == "running" || t["status"] == "scheduled")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "an occurrence still pending after the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = recv.counts().get("/tick").copied().unwrap_or(0);
+    // Three periods: an active schedule would deliver at least one more.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        recv.counts().get("/tick").copied().unwrap_or(0),
+        before,
+        "nothing delivered while paused"
+    );
+
+    // Trigger (still paused): exactly one more, the triggered task.
+    b.click("#action-trigger").await;
+    let msg = flash_shows(&b, "due now", false).await;
+    let triggered = msg
+        .split_whitespace()
+        .find(|w| w.len() == 26)
+        .expect("the task id in the message")
+        .to_owned();
+    recv.wait_for("/tick", before + 1, PAGE_WAIT).await;
+    let t = app
+        .api()
+        .wait_status(&triggered, "completed", PAGE_WAIT)
+        .await;
+    assert_eq!(t["occurrence"]["schedule_id"], id.as_str());
+    assert_eq!(t["occurrence"]["triggered"], true);
+    b.wait_for("the triggered occurrence listed", &format!("return !!document.querySelector('#occurrences-table tr[data-task-id=\"{triggered}\"]');")).await;
+
+    // The tasks page's schedule filter: this schedule's occurrences only.
+    let other = app
+        .api()
+        .create_ok(&task_due(
+            &recv.url("/other"),
+            chrono::Utc::now() + chrono::TimeDelta::hours(1),
+        ))
+        .await;
+    b.client
+        .goto(&format!(
+            "{}/console#/tasks?schedule_id={id}",
+            app.base_url()
+        ))
+        .await
+        .unwrap();
+    b.wait_for(
+        "the triggered task in the filtered list",
+        &row_in_status(&triggered, "completed"),
+    )
+    .await;
+    assert_eq!(
+        b.js("return document.getElementById('filter-schedule').value;")
+            .await,
+        json!(id)
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return !!document.querySelector('#tasks-table tr[data-task-id=\"{}\"]');",
+            id_of(&other)
+        ))
+        .await,
+        json!(false)
+    );
+    let shown = b
+        .js("return document.querySelectorAll('#tasks-table tbody tr').length;")
+        .await;
+    assert_eq!(shown, json!(occurrences(&app, &id).await.len()));
+
+    // Resume: deliveries again.
+    b.client
+        .goto(&format!("{}/console#/schedule/{id}", app.base_url()))
+        .await
+        .unwrap();
+    b.wait_for("the schedule, paused", PAUSED).await;
+    b.click("#action-resume").await;
+    b.wait_for("the schedule, active", ACTIVE).await;
+    b.wait_for(
+        "5 next runs",
+        "return document.querySelectorAll('#next-runs tbody tr').length === 5;",
+    )
+    .await;
+    recv.wait_for("/tick", before + 2, PAGE_WAIT).await;
+
+    // Delete: the first click only asks; the second deletes.
+    b.click("#action-delete").await;
+    b.wait_for(
+        "the confirmation",
+        "return document.getElementById('action-delete').textContent === 'Confirm: delete';",
+    )
+    .await;
+    app.api()
+        .send(
+            app.api()
+                .request(reqwest::Method::GET, &format!("/schedules/{id}")),
+        )
+        .await
+        .expect(200);
+    b.click("#action-delete").await;
+    flash_shows(&b, "deleted", false).await;
+    b.wait_for(
+        "the list without it",
+        &format!("return location.hash === '#/schedules' && !document.querySelector('{row}');"),
+    )
+    .await;
+    app.api()
+        .send(
+            app.api()
+                .request(reqwest::Method::GET, &format!("/schedules/{id}")),
+        )
+        .await
+        .expect_error(404, "not_found");
+    b.close().await;
+}
+
+/// `<script>`, `"><img onerror=...>` and `javascript:` in a schedule's task template (URL,
+/// headers, payload) are shown as text on its page and in the list, and none of it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium and chromedriver: make test-console"]
+async fn hostile_text_in_a_schedules_template_is_shown_as_text() {
+    const SCRIPT: &str = "<script>window.__pwned='script';document.title='pwned'</script>";
+    const IMG: &str = "\"><img src=x onerror=\"window.__pwned='img';document.title='pwned'\">";
+    const JS_URL: &str = "javascript:window.__pwned='link';document.title='pwned'";
+    let recv = Receiver::start().await;
+    let app = App::spawn().await;
+    let url = format!(
+        "{}?q=%22%3E%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E&next=javascript:alert(1)",
+        recv.url("/evil")
+    );
+    let s = create_schedule(
+        &app,
+        &json!({
+            "cron": "0 9 * * *", "timezone": "Europe/Paris",
+            "task": {"action": "webhook", "payload": {
+                "url": url,
+                "headers": {"X-Script": SCRIPT, "X-Img": IMG, "X-Link": JS_URL},
+                "data": {"script": SCRIPT, "img": IMG, "link": JS_URL, SCRIPT: IMG},
+            }},
+        }),
+    )
+    .await;
+    let id = s["schedule_id"].as_str().unwrap().to_owned();
+    let shown_url = s["task"]["payload"]["url"].as_str().unwrap().to_owned();
+    let b = Browser::start().await;
+    let unharmed = "return window.__pwned === undefined && document.title === 'task-scheduler console' \
+         && document.querySelectorAll('main img, main script, main iframe').length === 0 \
+         && document.querySelectorAll('script').length === 1 \
+         && [...document.querySelectorAll('a[href]')].every(a => /^(https?:|#\\/)/.test(a.getAttribute('href')));";
+
+    b.client
+        .goto(&format!("{}/console#/schedule/{id}", app.base_url()))
+        .await
+        .unwrap();
+    b.wait_for("the schedule", ACTIVE).await;
+    let text = b.js("return document.body.innerText;").await;
+    let text = text.as_str().unwrap();
+    for needle in [SCRIPT, IMG, JS_URL, shown_url.as_str()] {
+        assert!(text.contains(needle), "{needle} shown as text:\n{text}");
+    }
+    assert_eq!(
+        b.js(unharmed).await,
+        json!(true),
+        "nothing ran on the schedule's page"
+    );
+    b.screenshot("schedule-hostile").await;
+
+    b.client
+        .goto(&format!("{}/console#/schedules", app.base_url()))
+        .await
+        .unwrap();
+    b.wait_for(
+        "the row",
+        &format!(
+            "return !!document.querySelector('#schedules-table tr[data-schedule-id=\"{id}\"]');"
+        ),
+    )
+    .await;
+    let text = b.js("return document.body.innerText;").await;
+    assert!(text.as_str().unwrap().contains(&shown_url), "{text}");
+    assert_eq!(b.js(unharmed).await, json!(true), "nothing ran on the list");
+    b.close().await;
+}

@@ -36,6 +36,9 @@ enum Command {
     Lambda,
     /// Call the API: create, list, get, cancel, retry, run and reschedule tasks
     Tasks(Box<client::TasksArgs>),
+    /// Call the API: create, list, get, update, pause, resume, trigger and delete recurring
+    /// schedules
+    Schedules(Box<client::schedules::SchedulesArgs>),
     /// Serve the operator console on loopback, forwarding its API calls to --endpoint with
     /// your credentials (SigV4 for API Gateway, TASK_SCHEDULER_TOKEN for a local server)
     Console(console::ConsoleArgs),
@@ -83,9 +86,11 @@ fn on_signal(token: CancellationToken) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The client prints its own errors and exit codes (1: the API said no, or no answer).
-    if let Some(Command::Tasks(args)) = cli.command {
-        return client::run(args);
-    }
+    let cli = match cli.command {
+        Some(Command::Tasks(args)) => return client::run(args),
+        Some(Command::Schedules(args)) => return client::run_schedules(args),
+        command => Cli { command },
+    };
     match host(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -142,6 +147,6 @@ fn host(cli: Cli) -> anyhow::Result<()> {
                 on_signal(token.clone());
                 console::run(args, token).await
             }),
-        Command::Tasks(_) => unreachable!("handled in main"),
+        Command::Tasks(_) | Command::Schedules(_) => unreachable!("handled in main"),
     }
 }

@@ -6,6 +6,7 @@
 //! 2 a usage error (clap's).
 
 mod output;
+pub(crate) mod schedules;
 #[cfg(feature = "aws")]
 mod sigv4;
 pub(crate) mod upstream;
@@ -90,8 +91,10 @@ impl When {
     }
 }
 
+/// What a task does: its webhook and retry policy. `tasks create` and `schedules create`
+/// (each occurrence's template) take the same options.
 #[derive(Args, Debug)]
-struct CreateArgs {
+struct TaskTemplate {
     /// The webhook's URL (http or https)
     #[arg(long)]
     url: String,
@@ -104,8 +107,6 @@ struct CreateArgs {
     /// The JSON body sent to the webhook, or @FILE (@- for stdin)
     #[arg(short = 'd', long, value_name = "JSON|@FILE", value_parser = parse_data)]
     data: Option<Value>,
-    #[command(flatten)]
-    when: When,
     /// Attempts in all, the first included [default: 3]
     #[arg(long)]
     max_attempts: Option<u32>,
@@ -118,6 +119,56 @@ struct CreateArgs {
     /// How long one webhook call may take, e.g. 10s [default: 10s]
     #[arg(long, value_name = "DURATION", value_parser = when::seconds)]
     timeout: Option<u64>,
+}
+
+impl TaskTemplate {
+    /// `POST /tasks`'s body without its time: `action`, `payload`, `retry`, `timeout_seconds`.
+    fn into_json(self) -> Map<String, Value> {
+        let mut payload = Map::new();
+        payload.insert("url".into(), self.url.into());
+        if let Some(m) = self.method {
+            payload.insert("method".into(), m.to_ascii_uppercase().into());
+        }
+        if !self.headers.is_empty() {
+            let h: Map<String, Value> = self
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            payload.insert("headers".into(), h.into());
+        }
+        if let Some(d) = self.data {
+            payload.insert("data".into(), d);
+        }
+        let mut body = Map::new();
+        body.insert("action".into(), "webhook".into());
+        body.insert("payload".into(), payload.into());
+        let mut retry = Map::new();
+        if let Some(n) = self.max_attempts {
+            retry.insert("max_attempts".into(), n.into());
+        }
+        if let Some(n) = self.backoff {
+            retry.insert("initial_backoff_seconds".into(), n.into());
+        }
+        if let Some(n) = self.max_backoff {
+            retry.insert("max_backoff_seconds".into(), n.into());
+        }
+        if !retry.is_empty() {
+            body.insert("retry".into(), retry.into());
+        }
+        if let Some(n) = self.timeout {
+            body.insert("timeout_seconds".into(), n.into());
+        }
+        body
+    }
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    #[command(flatten)]
+    task: TaskTemplate,
+    #[command(flatten)]
+    when: When,
     /// A repeat with the same key and body returns the first task instead of a new one
     #[arg(long)]
     idempotency_key: Option<String>,
@@ -128,6 +179,9 @@ struct ListArgs {
     /// Only tasks in this status: scheduled, running, completed, failed, cancelled
     #[arg(long)]
     status: Option<String>,
+    /// Only the occurrences of this schedule
+    #[arg(long, value_name = "SCHEDULE_ID")]
+    schedule: Option<String>,
     /// Tasks per page (1 to 100) [default: 50]
     #[arg(long)]
     limit: Option<u32>,
@@ -137,6 +191,18 @@ struct ListArgs {
     /// Follow next_cursor to the last page
     #[arg(long)]
     all: bool,
+}
+
+/// The `Idempotency-Key` header, when one is given.
+fn idempotency(key: Option<String>) -> Result<HeaderMap, Failure> {
+    let mut headers = HeaderMap::new();
+    if let Some(k) = key {
+        headers.insert(
+            "idempotency-key",
+            HeaderValue::from_str(&k).context("--idempotency-key: not a valid header value")?,
+        );
+    }
+    Ok(headers)
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -258,8 +324,13 @@ fn parse(body: &Bytes) -> Result<Value, Failure> {
 /// The id as a path segment: anything but a plain id is percent-encoded, so the server
 /// answers for the segment (`400` naming `task_id`) instead of another route.
 fn task_path(id: &str, suffix: &str) -> String {
+    item_path("/tasks", id, suffix)
+}
+
+/// `collection/{id}suffix`, the id percent-encoded as in [`task_path`].
+fn item_path(collection: &str, id: &str, suffix: &str) -> String {
     let seg: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
-    format!("/tasks/{seg}{suffix}")
+    format!("{collection}/{seg}{suffix}")
 }
 
 fn print_task(json: bool, body: &Bytes) -> Result<(), Failure> {
@@ -271,7 +342,33 @@ fn print_task(json: bool, body: &Bytes) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A command of either family, run the same way.
+enum Family {
+    Tasks(TasksCommand),
+    Schedules(schedules::SchedulesCommand),
+}
+
+/// `task-scheduler tasks ...`.
 pub(crate) fn run(args: Box<TasksArgs>) -> ExitCode {
+    let TasksArgs {
+        endpoint,
+        json,
+        command,
+    } = *args;
+    drive(&endpoint, json, Family::Tasks(command))
+}
+
+/// `task-scheduler schedules ...`.
+pub(crate) fn run_schedules(args: Box<schedules::SchedulesArgs>) -> ExitCode {
+    let schedules::SchedulesArgs {
+        endpoint,
+        json,
+        command,
+    } = *args;
+    drive(&endpoint, json, Family::Schedules(command))
+}
+
+fn drive(endpoint: &EndpointArgs, json: bool, command: Family) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -283,14 +380,18 @@ pub(crate) fn run(args: Box<TasksArgs>) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let up = match Upstream::new(&args.endpoint).await {
+        let up = match Upstream::new(endpoint).await {
             Ok(up) => up,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 return ExitCode::FAILURE;
             }
         };
-        match execute(&up, args.json, args.command).await {
+        let done = match command {
+            Family::Tasks(c) => execute(&up, json, c).await,
+            Family::Schedules(c) => schedules::execute(&up, json, c).await,
+        };
+        match done {
             Ok(()) => ExitCode::SUCCESS,
             Err(f) => {
                 f.report(up.base());
@@ -303,47 +404,9 @@ pub(crate) fn run(args: Box<TasksArgs>) -> ExitCode {
 async fn execute(up: &Upstream, json: bool, command: TasksCommand) -> Result<(), Failure> {
     match command {
         TasksCommand::Create(c) => {
-            let mut payload = Map::new();
-            payload.insert("url".into(), c.url.into());
-            if let Some(m) = c.method {
-                payload.insert("method".into(), m.to_ascii_uppercase().into());
-            }
-            if !c.headers.is_empty() {
-                let h: Map<String, Value> =
-                    c.headers.into_iter().map(|(k, v)| (k, v.into())).collect();
-                payload.insert("headers".into(), h.into());
-            }
-            if let Some(d) = c.data {
-                payload.insert("data".into(), d);
-            }
-            let mut body = Map::new();
-            body.insert("action".into(), "webhook".into());
-            body.insert("payload".into(), payload.into());
+            let mut body = c.task.into_json();
             c.when.into_json(&mut body);
-            let mut retry = Map::new();
-            if let Some(n) = c.max_attempts {
-                retry.insert("max_attempts".into(), n.into());
-            }
-            if let Some(n) = c.backoff {
-                retry.insert("initial_backoff_seconds".into(), n.into());
-            }
-            if let Some(n) = c.max_backoff {
-                retry.insert("max_backoff_seconds".into(), n.into());
-            }
-            if !retry.is_empty() {
-                body.insert("retry".into(), retry.into());
-            }
-            if let Some(n) = c.timeout {
-                body.insert("timeout_seconds".into(), n.into());
-            }
-            let mut headers = HeaderMap::new();
-            if let Some(k) = c.idempotency_key {
-                headers.insert(
-                    "idempotency-key",
-                    HeaderValue::from_str(&k)
-                        .context("--idempotency-key: not a valid header value")?,
-                );
-            }
+            let headers = idempotency(c.idempotency_key)?;
             let (status, resp) = call(
                 up,
                 Method::POST,
@@ -413,6 +476,9 @@ async fn list(up: &Upstream, json: bool, l: ListArgs) -> Result<(), Failure> {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         if let Some(s) = &l.status {
             query.append_pair("status", s);
+        }
+        if let Some(s) = &l.schedule {
+            query.append_pair("schedule_id", s);
         }
         if let Some(n) = l.limit {
             query.append_pair("limit", &n.to_string());

@@ -152,6 +152,104 @@ pub(crate) fn task(task: &Value) -> String {
     s
 }
 
+/// The plan of a schedule: `cron EXPR` or `every PERIOD`.
+fn plan(s: &Value) -> String {
+    match (s["cron"].as_str(), s["every"].as_str()) {
+        (Some(c), _) => format!("cron {}", clean(c, 60)),
+        (_, Some(e)) => format!("every {}", clean(e, 20)),
+        _ => "-".into(),
+    }
+}
+
+/// One row per schedule: id, plan, zone, paused, next run (UTC), method and URL.
+pub(crate) fn schedules(list: &[Value]) -> String {
+    let mut t = table(&[
+        "ID", "PLAN", "TIMEZONE", "PAUSED", "NEXT RUN", "METHOD", "URL",
+    ]);
+    for s in list {
+        t.add_row(vec![
+            text(&s["schedule_id"]),
+            plan(s),
+            text(&s["timezone"]),
+            text(&s["paused"]),
+            text(&s.pointer("/next_runs/0/utc").cloned().unwrap_or_default()),
+            text(
+                &s.pointer("/task/payload/method")
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            clean(
+                s.pointer("/task/payload/url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("-"),
+                60,
+            ),
+        ]);
+    }
+    render(&t)
+}
+
+/// A schedule in full: its fields and template, its next runs in its zone and in UTC, and
+/// its last occurrence.
+pub(crate) fn schedule(s: &Value) -> String {
+    let mut out = table(&["FIELD", "VALUE"]);
+    out.add_row(vec!["id".to_owned(), text(&s["schedule_id"])]);
+    out.add_row(vec!["plan".to_owned(), plan(s)]);
+    let fields: [(&str, &str); 12] = [
+        ("timezone", "/timezone"),
+        ("start_at", "/start_at"),
+        ("end_at", "/end_at"),
+        ("paused", "/paused"),
+        ("pending_task_id", "/pending_task_id"),
+        ("created_at", "/created_at"),
+        ("updated_at", "/updated_at"),
+        ("method", "/task/payload/method"),
+        ("url", "/task/payload/url"),
+        ("data", "/task/payload/data"),
+        ("retry", "/task/retry"),
+        ("timeout_seconds", "/task/timeout_seconds"),
+    ];
+    for (name, pointer) in fields {
+        if let Some(v) = s.pointer(pointer) {
+            out.add_row(vec![name.to_owned(), text(v)]);
+        }
+    }
+    if let Some(headers) = s
+        .pointer("/task/payload/headers")
+        .and_then(Value::as_object)
+    {
+        for (k, v) in headers {
+            out.add_row(vec![format!("header {}", clean(k, 100)), text(v)]);
+        }
+    }
+    let mut text_out = render(&out);
+    let runs = s["next_runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        text_out.push_str("\n\nno next runs");
+    } else {
+        let mut r = table(&["NEXT RUN (LOCAL)", "NEXT RUN (UTC)"]);
+        for run in &runs {
+            r.add_row(vec![text(&run["local"]), text(&run["utc"])]);
+        }
+        text_out.push_str("\n\n");
+        text_out.push_str(&render(&r));
+    }
+    match s.get("last_occurrence") {
+        Some(o) if o.is_object() => {
+            let mut l = table(&["LAST OCCURRENCE", "STATUS", "PLANNED AT"]);
+            l.add_row(vec![
+                text(&o["task_id"]),
+                text(&o["status"]),
+                text(&o["planned_at"]),
+            ]);
+            text_out.push_str("\n\n");
+            text_out.push_str(&render(&l));
+        }
+        _ => text_out.push_str("\n\nno occurrence yet"),
+    }
+    text_out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -171,11 +171,17 @@ pub(crate) struct PatchScheduleRequest {
     #[serde(default)]
     pub(crate) paused: Option<bool>,
     /// A new end (RFC 3339 with an offset), or `null` to remove it.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub(crate) end_at: Option<Value>,
     #[serde(default)]
     pub(crate) task: Option<TaskTemplateRequest>,
+}
+
+/// A field that is present, `null` included: plain `Option<Value>` reads `null` as absent,
+/// which would make `{"end_at": null}` change nothing.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl PatchScheduleRequest {
@@ -585,4 +591,18 @@ pub(crate) async fn trigger_schedule(
         Json(TaskView::from(&task)),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+
+    #[test]
+    fn a_null_end_at_removes_the_end_and_an_absent_one_keeps_it() {
+        let now = Utc::now();
+        let null: PatchScheduleRequest = serde_json::from_str(r#"{"end_at": null}"#).unwrap();
+        assert_eq!(null.parse(now).unwrap().end_at, Some(None));
+        let absent: PatchScheduleRequest = serde_json::from_str(r#"{"paused": true}"#).unwrap();
+        assert_eq!(absent.parse(now).unwrap().end_at, None);
+    }
 }

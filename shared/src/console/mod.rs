@@ -63,6 +63,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("assets/overview.js"),
     ),
+    (
+        "schedules.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/schedules.js"),
+    ),
 ];
 
 /// The console's routes, as `docs/api.md` and the README list them (a test keeps them the same).

@@ -90,7 +90,8 @@ function bodyProperties(doc, operation) {
 
 /** What this API offers beyond the base routes, read from its OpenAPI document: `run`
  * (POST /tasks/{task_id}/run), `reschedule` (PATCH /tasks/{task_id}), `rescheduleLocal`
- * (its body takes `run_at_local` + `timezone`), `scheduleFilter` (GET /tasks?schedule_id=).
+ * (its body takes `run_at_local` + `timezone`), `scheduleFilter` (GET /tasks?schedule_id=),
+ * `schedules` (GET /schedules and /schedules/{schedule_id}).
  * An API without them gets a page without their controls. */
 export async function apiFeatures() {
   if (features) return features;
@@ -104,6 +105,7 @@ export async function apiFeatures() {
     rescheduleLocal: op('/tasks/{task_id}', 'patch')
       && 'run_at_local' in bodyProperties(doc, paths['/tasks/{task_id}'].patch),
     scheduleFilter: listParams.some((p) => p && p.name === 'schedule_id' && p.in === 'query'),
+    schedules: op('/schedules', 'get') && op('/schedules/{schedule_id}', 'get'),
   };
   return features;
 }

@@ -1,10 +1,12 @@
-// The console's entry point: hash routes (#/overview, #/tasks, #/task/{id}, #/dead), the
+// The console's entry point: hash routes (#/overview, #/tasks, #/task/{id}, #/schedules,
+// #/schedule/{id}, #/dead), the
 // token prompt on 401, and each view's own refresh while it is shown.
 
-import { onUnauthorized, setToken, forgetToken, token, ApiError } from './api.js';
+import { onUnauthorized, setToken, forgetToken, token, ApiError, apiFeatures } from './api.js';
 import { h } from './dom.js';
 import { tasksView, taskView, deadView } from './views.js';
 import { overviewView } from './overview.js';
+import { schedulesView, scheduleView } from './schedules.js';
 
 const main = document.getElementById('main');
 const login = document.getElementById('login');
@@ -60,13 +62,18 @@ async function show() {
   const query = new URLSearchParams(qs || '');
   const parts = path.split('/').filter(Boolean);
   for (const a of document.querySelectorAll('nav a')) {
-    a.classList.toggle('active', a.dataset.nav === (parts[0] === 'task' ? 'tasks' : parts[0]));
+    const nav = { task: 'tasks', schedule: 'schedules' }[parts[0]] || parts[0];
+    a.classList.toggle('active', a.dataset.nav === nav);
   }
+  // The Schedules tab only where the API has schedules (read from its /openapi.json).
+  apiFeatures().then((f) => { document.getElementById('nav-schedules').hidden = !f.schedules; }, () => {});
   const ctx = { flash };
   try {
     let view;
     if (parts[0] === 'tasks') view = await tasksView(main, query, ctx);
     else if (parts[0] === 'task' && parts[1]) view = await taskView(main, decodeURIComponent(parts[1]), ctx);
+    else if (parts[0] === 'schedules') view = await schedulesView(main, query, ctx);
+    else if (parts[0] === 'schedule' && parts[1]) view = await scheduleView(main, decodeURIComponent(parts[1]), ctx);
     else if (parts[0] === 'dead') view = await deadView(main, query, ctx);
     else view = await overviewView(main, query, ctx);
     if (gen !== generation || !view || !view.every) return;

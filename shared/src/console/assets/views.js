@@ -251,7 +251,9 @@ export async function taskView(main, id, ctx) {
         ['timeout', `${t.timeout_seconds} s`],
         ['idempotency key', t.idempotency_key || '—'],
         // Tasks made by a schedule, on an API that has schedules.
-        ...(t.schedule_id ? [['schedule', h('code', {}, String(t.schedule_id))]] : []),
+        ...(t.occurrence && t.occurrence.schedule_id
+          ? [['schedule', h('span', { id: 'task-schedule' }, route(`#/schedule/${encodeURIComponent(t.occurrence.schedule_id)}`, h('code', {}, String(t.occurrence.schedule_id))), ` planned ${when(t.occurrence.planned_at)} UTC${t.occurrence.triggered ? ' (triggered)' : ''}`)]]
+          : []),
         ...(t.dead_letter
           ? [['dead letter', `${when(t.dead_letter.recorded_at)} after ${t.dead_letter.attempts} attempt${t.dead_letter.attempts === 1 ? '' : 's'}: ${t.dead_letter.last_error}`]]
           : []),
