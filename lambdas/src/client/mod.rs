@@ -180,7 +180,7 @@ struct ListArgs {
     #[arg(long)]
     status: Option<String>,
     /// Only the occurrences of this schedule
-    #[arg(long, value_name = "SCHEDULE_ID")]
+    #[arg(long, value_name = "ID")]
     schedule: Option<String>,
     /// Tasks per page (1 to 100) [default: 50]
     #[arg(long)]
