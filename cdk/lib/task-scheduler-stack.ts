@@ -22,6 +22,8 @@ export const TABLE_KEYS = {
   indexes: [
     { name: 'by_owner', partitionKey: 'owner', sortKey: 'run_at_id' },
     { name: 'by_owner_status', partitionKey: 'owner_status', sortKey: 'run_at_id' },
+    // Sparse: only a schedule's occurrences carry `schedule_of` (GET /tasks?schedule_id=).
+    { name: 'by_schedule', partitionKey: 'schedule_of', sortKey: 'run_at_id' },
   ],
 } as const;
 
@@ -62,6 +64,12 @@ export const ROUTES: ReadonlyArray<{ method: apigwv2.HttpMethod; path: string; i
   { method: apigwv2.HttpMethod.PATCH, path: '/tasks/{task_id}', iam: true },
   { method: apigwv2.HttpMethod.POST, path: '/tasks/{task_id}/run', iam: true },
   { method: apigwv2.HttpMethod.POST, path: '/schedule-task', iam: true },
+  { method: apigwv2.HttpMethod.POST, path: '/schedules', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/schedules', iam: true },
+  { method: apigwv2.HttpMethod.GET, path: '/schedules/{schedule_id}', iam: true },
+  { method: apigwv2.HttpMethod.PATCH, path: '/schedules/{schedule_id}', iam: true },
+  { method: apigwv2.HttpMethod.DELETE, path: '/schedules/{schedule_id}', iam: true },
+  { method: apigwv2.HttpMethod.POST, path: '/schedules/{schedule_id}/trigger', iam: true },
   { method: apigwv2.HttpMethod.GET, path: '/openapi.json', iam: true },
   { method: apigwv2.HttpMethod.GET, path: '/health', iam: false },
 ];
@@ -390,7 +398,8 @@ export class TaskSchedulerStack extends Stack {
     // ------------------------------------------------------ function policy
     // Exactly the calls the binary makes (shared/src/store/dynamodb.rs, shared/src/wake/aws.rs,
     // the dead-letter sender, shared/src/lambda/mod.rs): GetItem, PutItem, UpdateItem, DeleteItem
-    // and TransactWriteItems of two Puts (authorized as PutItem) on the table; Query on the three
+    // and TransactWriteItems of Puts, Updates and Deletes (authorized as PutItem, UpdateItem and
+    // DeleteItem: a schedule with its occurrences) on the table; Query on the four
     // indexes only (the table itself is never queried); CreateSchedule and DeleteSchedule (never
     // GetSchedule); SendMessage to the delay queue and the failed-tasks queue; GetSecretValue.
     const indexArns = TABLE_KEYS.indexes.map((i) => `${this.table.tableArn}/index/${i.name}`);

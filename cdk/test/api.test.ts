@@ -24,6 +24,12 @@ describe('task-scheduler stack: HTTP API', () => {
       'PATCH /tasks/{task_id}': 'AWS_IAM',
       'POST /tasks/{task_id}/run': 'AWS_IAM',
       'POST /schedule-task': 'AWS_IAM',
+      'POST /schedules': 'AWS_IAM',
+      'GET /schedules': 'AWS_IAM',
+      'GET /schedules/{schedule_id}': 'AWS_IAM',
+      'PATCH /schedules/{schedule_id}': 'AWS_IAM',
+      'DELETE /schedules/{schedule_id}': 'AWS_IAM',
+      'POST /schedules/{schedule_id}/trigger': 'AWS_IAM',
       'GET /openapi.json': 'AWS_IAM',
       'GET /health': 'NONE',
     });

@@ -82,14 +82,14 @@ describe('task-scheduler stack: IAM', () => {
     const expected = [
       // its own log group
       { Effect: 'Allow', Action: ['logs:CreateLogStream', 'logs:PutLogEvents'], Resource: getAtt(id(stack.functionLogGroup)) },
-      // the table (TransactWriteItems of two Puts is authorized as PutItem) and its two indexes
+      // the table (TransactWriteItems is authorized per item as PutItem, UpdateItem, DeleteItem) and its three listing indexes
       // (the table itself is never queried); no Scan, no ConditionCheckItem, no table management
       {
         Effect: 'Allow',
         Action: ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
         Resource: getAtt(tableId),
       },
-      { Effect: 'Allow', Action: ['dynamodb:Query'], Resource: [index('by_owner'), index('by_owner_status')] },
+      { Effect: 'Allow', Action: ['dynamodb:Query'], Resource: [index('by_owner'), index('by_owner_status'), index('by_schedule')] },
       // the sweeper: Query on the pending index (one per shard), nothing else on it
       { Effect: 'Allow', Action: 'dynamodb:Query', Resource: index('pending') },
       // the schedules of its own group: create and delete, never read
@@ -130,7 +130,7 @@ describe('task-scheduler stack: IAM', () => {
     const query = statements.filter((s) => asArray(s.Action).includes('dynamodb:Query'));
     expect(query.flatMap((s) => asArray(s.Resource))).not.toContainEqual(getAtt(tableId));
     const indexName = (r: unknown) => JSON.stringify(r).match(/\/index\/([a-z_]+)"/)?.[1];
-    expect(query.flatMap((s) => asArray(s.Resource)).map(indexName).sort()).toEqual(['by_owner', 'by_owner_status', 'pending']);
+    expect(query.flatMap((s) => asArray(s.Resource)).map(indexName).sort()).toEqual(['by_owner', 'by_owner_status', 'by_schedule', 'pending']);
     // The pending index is only queried (no other action names it, and no index wildcard).
     const onPending = statements.filter((s) => asArray(s.Resource).some((r) => indexName(r) === 'pending'));
     expect([...new Set(onPending.flatMap((s) => asArray(s.Action)))]).toEqual(['dynamodb:Query']);
@@ -194,7 +194,7 @@ describe('task-scheduler stack: IAM', () => {
 
   test('API Gateway may invoke the function on the routes of this API only', () => {
     const permissions = resourcesOfType(template, 'AWS::Lambda::Permission').map(([, p]) => p.Properties);
-    expect(permissions).toHaveLength(10);
+    expect(permissions).toHaveLength(16);
     for (const p of permissions) {
       expect(p.Action).toBe('lambda:InvokeFunction');
       expect(p.Principal).toBe('apigateway.amazonaws.com');

@@ -27,15 +27,15 @@ describe('task-scheduler stack: resources', () => {
       'AWS::Lambda::Function': 1,
       'AWS::Lambda::EventInvokeConfig': 1,
       'AWS::Lambda::EventSourceMapping': 1,
-      'AWS::Lambda::Permission': 10,
+      'AWS::Lambda::Permission': 16,
       'AWS::ApiGatewayV2::Api': 1,
       'AWS::ApiGatewayV2::Integration': 1,
-      'AWS::ApiGatewayV2::Route': 10,
+      'AWS::ApiGatewayV2::Route': 16,
       'AWS::ApiGatewayV2::Stage': 1,
       'AWS::CloudWatch::Alarm': 9,
       'AWS::CloudWatch::Dashboard': 1,
     });
-    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 54 in the template.)
+    // (`cdk synth` adds one AWS::CDK::Metadata resource on top: 66 in the template.)
     template.resourceCountIs('AWS::Events::Rule', 0);
     // The one schedule CDK creates is the sweeper's; wake-ups are created at run time.
   });
@@ -52,7 +52,7 @@ describe('task-scheduler stack: resources', () => {
       });
     });
 
-    test("the two GSIs the store lists with, projection ALL, and the sweeper's sparse pending index, KEYS_ONLY", () => {
+    test("the three GSIs the store lists with (by_schedule sparse), projection ALL, and the sweeper's sparse pending index, KEYS_ONLY", () => {
       const [, table] = onlyResource(template, 'AWS::DynamoDB::Table');
       expect(table.Properties.GlobalSecondaryIndexes).toEqual([
         {
@@ -67,6 +67,15 @@ describe('task-scheduler stack: resources', () => {
           IndexName: 'by_owner_status',
           KeySchema: [
             { AttributeName: 'owner_status', KeyType: 'HASH' },
+            { AttributeName: 'run_at_id', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'ALL' },
+        },
+        {
+          // Sparse: a schedule's occurrences only (GET /tasks?schedule_id=).
+          IndexName: 'by_schedule',
+          KeySchema: [
+            { AttributeName: 'schedule_of', KeyType: 'HASH' },
             { AttributeName: 'run_at_id', KeyType: 'RANGE' },
           ],
           Projection: { ProjectionType: 'ALL' },
@@ -87,12 +96,13 @@ describe('task-scheduler stack: resources', () => {
           { AttributeName: 'pk', AttributeType: 'S' },
           { AttributeName: 'owner', AttributeType: 'S' },
           { AttributeName: 'owner_status', AttributeType: 'S' },
+          { AttributeName: 'schedule_of', AttributeType: 'S' },
           { AttributeName: 'run_at_id', AttributeType: 'S' },
           { AttributeName: 'pending_shard', AttributeType: 'S' },
           { AttributeName: 'pending_at', AttributeType: 'N' },
         ]),
       );
-      expect(table.Properties.AttributeDefinitions).toHaveLength(6);
+      expect(table.Properties.AttributeDefinitions).toHaveLength(7);
     });
 
     test('kept and deletion-protected by default', () => {

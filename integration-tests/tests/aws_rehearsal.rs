@@ -650,7 +650,7 @@ async fn a_moved_task_is_delivered_at_its_new_time_and_its_old_wake_up_is_stale(
     );
     let calls = eventually(Duration::from_secs(5), || async {
         let c = recorder.function_calls_for(&id).await;
-        (c.len() >= 9).then_some(c)
+        (c.len() >= 10).then_some(c)
     })
     .await
     .unwrap_or_default();
@@ -662,7 +662,9 @@ async fn a_moved_task_is_delivered_at_its_new_time_and_its_old_wake_up_is_stale(
             "CreateSchedule",
             // Bob's PATCH: read, not his, 404.
             "GetItem",
-            // Alice's: read, write, the old schedule removed, the new time armed.
+            // Alice's: read (is it a schedule's pending occurrence? those are refused), read
+            // again and write, the old schedule removed, the new time armed.
+            "GetItem",
             "GetItem",
             "PutItem",
             "DeleteSchedule",
@@ -726,5 +728,137 @@ async fn a_moved_task_is_delivered_at_its_new_time_and_its_old_wake_up_is_stale(
     )
     .await;
     assert_eq!(status, 409, "completed: no longer scheduled");
+    f.stop().await;
+}
+
+/// An `every` schedule on the AWS host: each occurrence's claim writes the next one in the
+/// same DynamoDB transaction and arms it (the delay queue) before the webhook is called, so
+/// occurrences arrive one after another through the same carriers as tasks, each after its
+/// instant, none twice. Counts the AWS calls per occurrence and reports lateness.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs moto: make test-aws"]
+async fn an_every_schedule_delivers_each_occurrence_once_after_its_instant() {
+    const OCCURRENCES: usize = 4;
+    let rig = AwsRig::create().await;
+    let recorder = Recorder::start(&rig.endpoint).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/tick", [], Reply::ok());
+    let f = Function::start(&rig.function_env(), None).await.unwrap();
+
+    let body = json!({
+        "every": "3s",
+        "task": {"action": "webhook", "payload": {"url": receiver.url("/tick"), "method": "POST"}},
+    });
+    let (status, schedule) = call(&f, "POST", "/schedules", Some(&body), Some(ALICE)).await;
+    assert_eq!(status, 201, "{schedule}");
+    let sid = schedule["schedule_id"].as_str().unwrap().to_owned();
+    pump_until(&rig, &f, Duration::from_secs(60), || {
+        receiver.arrivals_at("/tick").len() >= OCCURRENCES
+    })
+    .await;
+    let arrivals = receiver.arrivals_at("/tick");
+    let delivered: Vec<String> = arrivals
+        .iter()
+        .map(|a| a.header("webhook-id").unwrap().to_owned())
+        .collect();
+    let n = delivered.len();
+    let (status, listed) = call(
+        &f,
+        "GET",
+        &format!("/tasks?schedule_id={sid}&limit=100"),
+        None,
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let tasks = listed["tasks"].as_array().unwrap();
+    // Every call the function made for the schedule and its occurrences, up to the listing
+    // (the last one, a Query): the create (one transaction, one SendMessage), then per
+    // occurrence its claim (the plain claim refused, the schedule read, one transaction), the
+    // next occurrence's SendMessage, and the record.
+    let mut ids: Vec<&str> = vec![sid.as_str()];
+    ids.extend(tasks.iter().map(|t| t["task_id"].as_str().unwrap()));
+    let mut calls = recorder.function_calls_mentioning(&ids).await;
+    assert_eq!(calls.pop().as_deref(), Some("Query"), "{calls:?}");
+    let mut expected = vec!["TransactWriteItems", "SendMessage"];
+    for _ in 0..n {
+        expected.extend([
+            "UpdateItem",
+            "GetItem",
+            "TransactWriteItems",
+            "SendMessage",
+            "PutItem",
+        ]);
+    }
+    assert_eq!(calls, expected);
+    assert_eq!(
+        call(&f, "GET", &format!("/schedules/{sid}"), None, Some(BOB))
+            .await
+            .0,
+        404,
+        "another principal's schedule is not found"
+    );
+    let mut lateness_ms = Vec::new();
+    for (i, id) in delivered.iter().enumerate() {
+        let task = tasks
+            .iter()
+            .find(|t| t["task_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("occurrence {id} listed: {listed}"));
+        assert_eq!(task["occurrence"]["schedule_id"], sid.as_str());
+        let at = parse_time(task["run_at"].as_str().unwrap());
+        let late = (arrivals[i].wall - at).num_milliseconds();
+        assert!(
+            late >= 0,
+            "occurrence {i} arrived {late} ms before its instant"
+        );
+        lateness_ms.push(late);
+    }
+    let mut unique = delivered.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        n,
+        "no occurrence delivered twice: {delivered:?}"
+    );
+    // The chain: each claimed occurrence wrote the next, one period later.
+    let planned: Vec<_> = tasks
+        .iter()
+        .map(|t| parse_time(t["run_at"].as_str().unwrap()))
+        .collect();
+    for w in planned.windows(2) {
+        assert_eq!(w[1] - w[0], TimeDelta::seconds(3), "{planned:?}");
+    }
+    assert_eq!(tasks.len(), n + 1, "the next occurrence is pending");
+    let per_occurrence = (calls.len() - 2) as f64 / n as f64;
+    lateness_ms.sort_unstable();
+    let p99 = lateness_ms[(lateness_ms.len() * 99).div_ceil(100) - 1];
+    println!(
+        "every 3s schedule: {n} occurrences, lateness {lateness_ms:?} ms (p99 {p99} ms), \
+         {} AWS calls, {per_occurrence} per occurrence: {calls:?}",
+        calls.len()
+    );
+    assert!(
+        per_occurrence <= 5.0,
+        "{per_occurrence} calls per occurrence: {calls:?}"
+    );
+    assert!(p99 <= 1_000, "lateness p99 {p99} ms");
+    // Deleted: its pending occurrence is cancelled, nothing more arrives.
+    let (status, _) = call(
+        &f,
+        "DELETE",
+        &format!("/schedules/{sid}"),
+        None,
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let before = receiver.arrivals_at("/tick").len();
+    rig.pump_delay_queue(&f, Duration::from_secs(4)).await;
+    assert_eq!(
+        receiver.arrivals_at("/tick").len(),
+        before,
+        "nothing after the delete"
+    );
     f.stop().await;
 }

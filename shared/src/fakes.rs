@@ -178,7 +178,7 @@ impl Rig {
         )
     }
 
-    /// A host without schedules (the AWS host's answer, for now).
+    /// A scheduler built without a schedule store (no host ships so).
     pub(crate) fn without_schedules(webhook: ScriptedWebhook) -> Self {
         let mut rig = Self::new(webhook);
         rig.scheduler = rig.scheduler.without_schedules();

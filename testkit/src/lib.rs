@@ -78,7 +78,12 @@ pub async fn create_schedule_group(scheduler: &aws_sdk_scheduler::Client, prefix
 pub const PARTITION_KEY: &str = "pk";
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// `(index name, partition key)`; every index is sorted by `run_at_id` and projects all.
-pub const INDEXES: [(&str, &str); 2] = [("by_owner", "owner"), ("by_owner_status", "owner_status")];
+/// `by_schedule` is sparse: only a schedule's occurrences carry `schedule_of`.
+pub const INDEXES: [(&str, &str); 3] = [
+    ("by_owner", "owner"),
+    ("by_owner_status", "owner_status"),
+    ("by_schedule", "schedule_of"),
+];
 pub const INDEX_SORT_KEY: &str = "run_at_id";
 /// The sweeper's sparse index of pending tasks: `(name, partition key, sort key)`,
 /// projection KEYS_ONLY; the sort key is a number (epoch milliseconds).

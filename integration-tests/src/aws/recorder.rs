@@ -26,6 +26,12 @@ impl Recorder {
 
     /// The function's AWS operations mentioning `task_id`, in order.
     pub async fn function_calls_for(&self, task_id: &str) -> Vec<String> {
+        self.function_calls_mentioning(&[task_id]).await
+    }
+
+    /// The function's AWS operations mentioning any of `ids` (a schedule and its
+    /// occurrences), in order, each once.
+    pub async fn function_calls_mentioning(&self, ids: &[&str]) -> Vec<String> {
         let text = reqwest::get(format!(
             "{}/moto-api/recorder/download-recording",
             self.endpoint
@@ -63,7 +69,7 @@ impl Recorder {
                 _ => String::new(),
             };
             let url = rec["url"].as_str().unwrap_or("");
-            if !body.contains(task_id) && !url.contains(task_id) {
+            if !ids.iter().any(|id| body.contains(id) || url.contains(id)) {
                 continue;
             }
             let op = match headers["X-Amz-Target"].as_str() {

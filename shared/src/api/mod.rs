@@ -256,7 +256,6 @@ async fn schedule_task(
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "`schedule_id` on a host without schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 async fn list_tasks(
@@ -293,7 +292,7 @@ async fn list_tasks(
                     return Err(ApiError::new(
                         StatusCode::NOT_IMPLEMENTED,
                         "not_implemented",
-                        "schedules are not available on this host yet (the local host has them)",
+                        "schedules are not available on this host",
                     ));
                 }
                 query.schedule_id = Some(ScheduleId::parse(&v)?);

@@ -1,5 +1,6 @@
 //! `/schedules`: recurring schedules, their request and response bodies and OpenAPI paths.
-//! On a host without schedules (AWS, for now) every route answers `501`.
+//! On a scheduler built without a schedule store (no host ships so: both keep schedules) every
+//! route answers `501`.
 
 use axum::{
     Extension, Json,
@@ -375,7 +376,6 @@ fn parse_schedule_id(raw: &str) -> Result<ScheduleId, ApiError> {
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn create_schedule(
@@ -411,7 +411,7 @@ fn supported(state: &ApiState) -> Result<(), ApiError> {
         Err(ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             "not_implemented",
-            "schedules are not available on this host yet (the local host has them)",
+            "schedules are not available on this host",
         ))
     }
 }
@@ -425,7 +425,6 @@ fn supported(state: &ApiState) -> Result<(), ApiError> {
         (status = 400, description = "Invalid query parameter", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn list_schedules(
@@ -487,7 +486,6 @@ pub(crate) async fn list_schedules(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such schedule for this caller", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn get_schedule(
@@ -516,7 +514,6 @@ pub(crate) async fn get_schedule(
         (status = 413, description = "Body over 256 KiB", body = ErrorBody),
         (status = 415, description = "Body is not JSON", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn patch_schedule(
@@ -546,7 +543,6 @@ pub(crate) async fn patch_schedule(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such schedule for this caller", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_schedule(
@@ -572,7 +568,6 @@ pub(crate) async fn delete_schedule(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 404, description = "No such schedule for this caller", body = ErrorBody),
         (status = 429, description = "Too many requests for this caller (local host: SCHEDULER_RATE_LIMIT); see Retry-After", body = ErrorBody),
-        (status = 501, description = "This host has no schedules (AWS, for now)", body = ErrorBody),
     )
 )]
 pub(crate) async fn trigger_schedule(

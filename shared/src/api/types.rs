@@ -468,7 +468,7 @@ pub(crate) struct TaskList {
 pub(crate) struct ListParams {
     /// Only tasks in this status.
     pub(crate) status: Option<TaskStatus>,
-    /// Only the occurrences of this schedule (`501` on a host without schedules).
+    /// Only the occurrences of this schedule.
     pub(crate) schedule_id: Option<String>,
     /// Page size, 1..=100 (default 50): the most tasks a page holds. A page of large tasks
     /// holds fewer (at most 5,000,000 bytes of tasks).

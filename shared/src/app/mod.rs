@@ -86,7 +86,7 @@ pub(crate) enum AppError {
     NotFound,
     #[error("schedule not found")]
     ScheduleNotFound,
-    /// A feature this host does not have (schedules on the AWS host, for now).
+    /// A feature this host does not have (schedules, on a scheduler built without their store).
     #[error("{0}")]
     NotImplemented(String),
     #[error("{0}")]

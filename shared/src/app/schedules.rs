@@ -52,11 +52,11 @@ enum Change {
 impl Scheduler {
     fn schedules(&self) -> Result<&Arc<dyn ScheduleStore>, AppError> {
         self.schedules.as_ref().ok_or_else(|| {
-            AppError::NotImplemented("schedules are not available on this host yet".into())
+            AppError::NotImplemented("schedules are not available on this host".into())
         })
     }
 
-    /// Whether this host keeps schedules (the AWS host does not yet).
+    /// Whether this scheduler keeps schedules (both hosts do).
     pub(crate) fn has_schedules(&self) -> bool {
         self.schedules.is_some()
     }

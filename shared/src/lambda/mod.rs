@@ -101,8 +101,13 @@ pub(crate) struct LambdaHost {
 }
 
 impl LambdaHost {
+    #[cfg(test)]
     pub(crate) fn new(ports: Ports, scan: Arc<dyn TaskScan>) -> Self {
-        let scheduler = Scheduler::new(ports);
+        Self::serving(Scheduler::new(ports), scan)
+    }
+
+    /// The host around a scheduler already built (with its schedule store).
+    pub(crate) fn serving(scheduler: Scheduler, scan: Arc<dyn TaskScan>) -> Self {
         Self {
             router: api::router(scheduler.clone(), Auth::Host),
             scheduler,
@@ -259,8 +264,8 @@ pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaH
         &config.table_name,
         config.retention_days,
     ));
-    let host = LambdaHost::new(
-        Ports {
+    let host = LambdaHost::serving(
+        Scheduler::new(Ports {
             store: store.clone(),
             waker: Arc::new(waker.clone()),
             webhook: Arc::new(webhook),
@@ -268,7 +273,9 @@ pub(crate) async fn host_from_env(config: &AwsConfig) -> anyhow::Result<(LambdaH
             dead_letters: Arc::new(AwsDeadLetters::new(sqs, &config.failed_tasks_queue_url)),
             metrics: Arc::new(EmfMetrics::stdout()),
             targets: Arc::new(targets),
-        },
+        })
+        // Schedules live in the tasks' table: a claim moves a chain on in one transaction.
+        .with_schedules(store.clone()),
         store,
     );
     Ok((host, waker))

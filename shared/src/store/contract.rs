@@ -13,13 +13,20 @@ use crate::domain::{
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskScan, TaskStore};
 
 mod reschedule;
+mod schedules;
 pub(crate) use reschedule::{
     a_move_races_a_cancel, a_move_races_the_claim, a_moved_task_is_found_at_its_new_time,
 };
+#[cfg(feature = "aws")]
+pub(crate) use schedules::new_schedule;
+pub(crate) use schedules::{
+    a_schedule_write_is_all_or_nothing, claiming_the_pending_occurrence_moves_the_chain_on,
+    schedules_are_kept_listed_and_idempotent,
+};
 
-/// A store under contract: the task store and the sweeper's scan of it.
-pub(crate) trait ScanStore: TaskStore + TaskScan {}
-impl<T: TaskStore + TaskScan> ScanStore for T {}
+/// A store under contract: the task store, the sweeper's scan of it, and its schedules.
+pub(crate) trait ScanStore: TaskStore + TaskScan + crate::ports::ScheduleStore {}
+impl<T: TaskStore + TaskScan + crate::ports::ScheduleStore> ScanStore for T {}
 
 pub(crate) type Store = Arc<dyn ScanStore>;
 
@@ -667,7 +674,10 @@ macro_rules! store_contract_tests {
             idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once,
             overdue_names_what_should_be_moving,
             sub_millisecond_due_times_are_claimable_when_the_task_says,
-            a_move_races_the_claim, a_move_races_a_cancel, a_moved_task_is_found_at_its_new_time);
+            a_move_races_the_claim, a_move_races_a_cancel, a_moved_task_is_found_at_its_new_time,
+            schedules_are_kept_listed_and_idempotent,
+            claiming_the_pending_occurrence_moves_the_chain_on,
+            a_schedule_write_is_all_or_nothing);
     };
     (@case $attrs:tt $make:expr, $caps:expr; $($case:ident),*) => {
         $($crate::store::contract::store_contract_tests!(@one $attrs $make, $caps, $case);)*

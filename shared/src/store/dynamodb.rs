@@ -176,6 +176,9 @@ struct Record {
     dead_letter: Option<DeadLetter>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     occurrence: Option<crate::domain::Occurrence>,
+    /// An occurrence's schedule: the key of the sparse GSI `by_schedule`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule_of: Option<String>,
     /// TTL (epoch seconds); only on finished tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expires_at: Option<i64>,
@@ -289,6 +292,7 @@ impl Record {
             request_hash: task.request_hash.clone(),
             dead_letter: task.dead_letter.clone(),
             occurrence: task.occurrence.clone(),
+            schedule_of: task.occurrence.as_ref().map(|o| o.schedule_id.to_string()),
             expires_at: task
                 .status
                 .is_finished()
@@ -761,20 +765,20 @@ impl TaskStore for DynamoStore {
     }
 
     async fn list(&self, q: &ListQuery) -> Result<Page, PortError> {
-        if q.schedule_id.is_some() {
-            // Schedules are the local host's for now: the API answers 501 before this.
-            return Err(PortError::Unavailable(
-                "dynamodb: listing a schedule's occurrences is not supported".into(),
-            ));
-        }
-        let (index, key_attr, key_value) = match q.status {
-            None => (INDEX_BY_OWNER, "owner", q.owner.to_string()),
-            Some(st) => (
+        let (index, key_attr, key_value) = match (q.schedule_id, q.status) {
+            // The occurrences' own index; owner and status are filtered on it.
+            (Some(id), _) => (schedules::INDEX_BY_SCHEDULE, "schedule_of", id.to_string()),
+            (None, None) => (INDEX_BY_OWNER, "owner", q.owner.to_string()),
+            (None, Some(st)) => (
                 INDEX_BY_OWNER_STATUS,
                 "owner_status",
                 owner_status(&q.owner, st),
             ),
         };
+        let filter = q.schedule_id.map(|_| match q.status {
+            Some(st) => ("#owner = :owner AND #status = :status", Some(st)),
+            None => ("#owner = :owner", None),
+        });
         // The cursor names the last task returned; a GSI's start key is its full key
         // (table key + index keys).
         let mut start = q.after.map(|c: Cursor| {
@@ -789,7 +793,7 @@ impl TaskStore for DynamoStore {
         // A page may stop early (1 MB per Query): keep going until one more than asked for
         // is known, which is what tells whether there is a next page.
         loop {
-            let out = self
+            let query = self
                 .client
                 .query()
                 .table_name(&self.table)
@@ -798,10 +802,23 @@ impl TaskStore for DynamoStore {
                 .expression_attribute_names("#k", key_attr)
                 .expression_attribute_values(":k", s(key_value.clone()))
                 .set_exclusive_start_key(start.take())
-                .limit(i32::try_from(want - tasks.len()).unwrap_or(i32::MAX))
-                .send()
-                .await
-                .map_err(|e| sdk_error("Query", e))?;
+                .limit(i32::try_from(want - tasks.len()).unwrap_or(i32::MAX));
+            let query = match filter {
+                Some((expr, status)) => {
+                    let query = query
+                        .filter_expression(expr)
+                        .expression_attribute_names("#owner", "owner")
+                        .expression_attribute_values(":owner", s(q.owner.to_string()));
+                    match status {
+                        Some(st) => query
+                            .expression_attribute_names("#status", "status")
+                            .expression_attribute_values(":status", s(st.as_str())),
+                        None => query,
+                    }
+                }
+                None => query,
+            };
+            let out = query.send().await.map_err(|e| sdk_error("Query", e))?;
             for item in out.items.unwrap_or_default() {
                 tasks.push(task_from_item(item)?);
             }
@@ -841,9 +858,12 @@ impl TaskStore for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(self.key(id.to_string())))
             .condition_expression(
-                "#attempt = :attempt AND ((#status = :scheduled AND #next <= :now_ms) \
+                "#attempt = :attempt AND attribute_not_exists(#occurrence) \
+                 AND ((#status = :scheduled AND #next <= :now_ms) \
                  OR (#status = :running AND #lease_until <= :now_ms))",
             )
+            // An occurrence may move its schedule's chain on: `claim_occurrence`.
+            .expression_attribute_names("#occurrence", "occurrence")
             .update_expression(
                 "SET #status = :running, #owner_status = #owner_running, \
                  #version = #version + :one, #updated_at = :now, \
@@ -893,6 +913,10 @@ impl TaskStore for DynamoStore {
                         // Our claim, applied before its response was lost.
                         Some(item) if written_by(&item, &token) => {
                             Ok(ClaimOutcome::Claimed(task_from_item(item)?))
+                        }
+                        Some(item) if item.contains_key("occurrence") => {
+                            self.claim_occurrence(task_from_item(item)?, attempt, now)
+                                .await
                         }
                         current => Ok(ClaimOutcome::Rejected(
                             current.map(task_from_item).transpose()?,
@@ -1159,6 +1183,8 @@ mod on_moto {
         }
     }
 }
+
+mod schedules;
 
 /// Lost responses and transaction conflicts, injected by a proxy in front of moto server.
 #[cfg(test)]

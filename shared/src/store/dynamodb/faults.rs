@@ -216,6 +216,56 @@ async fn a_claim_whose_response_was_lost_is_still_ours_and_a_rival_still_loses()
     assert_eq!(direct.get(t.id).await.unwrap().unwrap(), running);
 }
 
+/// The claim of a schedule's pending occurrence is one transaction (claim, next occurrence,
+/// schedule): when its response is lost, the SDK's retry meets its own write and the claim
+/// is still ours, with exactly one next occurrence; a rival still loses.
+#[tokio::test]
+#[ignore = "needs moto: make test-aws"]
+async fn an_occurrence_claim_whose_response_was_lost_moves_the_chain_on_once() {
+    use crate::ports::ScheduleStore;
+    let (proxy, lossy, direct, ..) = rig().await;
+    let o = owner();
+    let (s, first) = crate::store::contract::new_schedule(&o, None);
+    direct.create_schedule(&s, Some(&first)).await.unwrap();
+    proxy.inject("TransactWriteItems", Fault::LoseResponse, 1);
+    let running = claimed(lossy.claim(first.id, 1, first.run_at).await.unwrap());
+    assert_eq!(proxy.injected(), 1, "the fault was met");
+    assert_eq!(
+        direct.get(first.id).await.unwrap().unwrap(),
+        running,
+        "claimed once"
+    );
+    let moved = direct.get_schedule(s.id).await.unwrap().unwrap();
+    let next = moved.pending.expect("the chain moved on");
+    assert_eq!(running.occurrence.as_ref().unwrap().next, Some(next));
+    let listed = direct
+        .list(&ListQuery {
+            owner: o.clone(),
+            status: None,
+            schedule_id: Some(s.id),
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap()
+        .tasks;
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![first.id, next.task_id],
+        "exactly one next occurrence"
+    );
+    for lose in [false, true] {
+        if lose {
+            proxy.inject("UpdateItem", Fault::LoseResponse, 1);
+        }
+        match lossy.claim(first.id, 1, first.run_at).await.unwrap() {
+            ClaimOutcome::Rejected(Some(seen)) => assert_eq!(seen, running),
+            other => panic!("a rival claimer won: {other:?}"),
+        }
+    }
+    assert_eq!(direct.get_schedule(s.id).await.unwrap().unwrap(), moved);
+}
+
 #[tokio::test]
 #[ignore = "needs moto: make test-aws"]
 async fn updates_whose_response_was_lost_succeed_once_and_rivals_still_conflict() {
