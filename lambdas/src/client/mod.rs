@@ -66,9 +66,9 @@ struct When {
     /// A delay from now: 90s, 10m, 1h30m, 2d
     #[arg(long = "in", value_name = "DURATION", value_parser = when::seconds)]
     in_: Option<u64>,
-    /// A wall-clock time in --tz, e.g. 2027-03-28T09:00
+    /// A wall-clock time in --tz: 2027-03-28T09:00, or 09:00 for the next 09:00 there
     #[arg(long, value_parser = when::local, requires = "tz")]
-    at_local: Option<String>,
+    at_local: Option<when::Local>,
     /// The IANA time zone of --at-local, e.g. Europe/Paris
     #[arg(long, requires = "at_local")]
     tz: Option<String>,
@@ -82,8 +82,11 @@ impl When {
         if let Some(n) = self.in_ {
             body.insert("delay_seconds".into(), n.into());
         }
-        if let Some(local) = self.at_local {
-            body.insert("run_at_local".into(), local.into());
+        if let (Some(local), Some(tz)) = (&self.at_local, &self.tz) {
+            body.insert(
+                "run_at_local".into(),
+                local.resolve(tz, chrono::Utc::now()).into(),
+            );
         }
         if let Some(tz) = self.tz {
             body.insert("timezone".into(), tz.into());

@@ -1,8 +1,9 @@
 //! The times and durations a person types: `--at 2026-12-01T09:00:00+01:00`, `--in 1h30m`,
-//! `--at-local 2027-03-28T09:00 --tz Europe/Paris`. Each parser is a clap value parser, so a
+//! `--at-local 2027-03-28T09:00 --tz Europe/Paris`, or `--at-local 09:00 --tz Europe/Paris` (the
+//! next 09:00 there). Each parser is a clap value parser, so a
 //! bad value is a usage error (exit 2) naming the option.
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime, SecondsFormat};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, NaiveTime, SecondsFormat, TimeDelta, Utc};
 
 /// An RFC 3339 time with an offset, as the API takes it.
 pub(crate) fn at(s: &str) -> Result<String, String> {
@@ -25,14 +26,53 @@ pub(crate) fn seconds(s: &str) -> Result<u64, String> {
     Ok(d.as_secs())
 }
 
-/// A wall-clock time without offset (`2027-03-28T09:00` or `...T09:00:00`), sent with
-/// seconds; the server resolves it in `--tz`.
-pub(crate) fn local(s: &str) -> Result<String, String> {
+/// `--at-local`: a wall-clock date and time, or a time of day (the next one in `--tz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Local {
+    At(NaiveDateTime),
+    Next(NaiveTime),
+}
+
+impl Local {
+    /// The `run_at_local` to send: with a date as given; a time of day on today's date in
+    /// `tz` if that is still ahead, else tomorrow's. The server resolves it in the zone (a
+    /// time in a DST gap moves past it, as the API documents). A zone chrono-tz does not
+    /// know is left to the server, which names `timezone` in its 400.
+    pub(crate) fn resolve(&self, tz: &str, now: DateTime<Utc>) -> String {
+        let at = match *self {
+            Local::At(t) => t,
+            Local::Next(time) => {
+                let here = match tz.parse::<chrono_tz::Tz>() {
+                    Ok(zone) => now.with_timezone(&zone).naive_local(),
+                    Err(_) => now.naive_utc(),
+                };
+                let today = here.date().and_time(time);
+                if today > here {
+                    today
+                } else {
+                    today + TimeDelta::days(1)
+                }
+            }
+        };
+        at.format("%Y-%m-%dT%H:%M:%S").to_string()
+    }
+}
+
+/// A wall-clock time without offset: `2027-03-28T09:00` or `...T09:00:00`, or a time of day
+/// `09:00` / `09:00:30`.
+pub(crate) fn local(s: &str) -> Result<Local, String> {
     let s = s.trim();
-    let t = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M"))
-        .map_err(|e| format!("{e}: give a local time without offset, e.g. 2027-03-28T09:00"))?;
-    Ok(t.format("%Y-%m-%dT%H:%M:%S").to_string())
+        .map(Local::At)
+        .or_else(|_| {
+            NaiveTime::parse_from_str(s, "%H:%M:%S")
+                .or_else(|_| NaiveTime::parse_from_str(s, "%H:%M"))
+                .map(Local::Next)
+        })
+        .map_err(|e| {
+            format!("{e}: give a local time without offset, e.g. 2027-03-28T09:00, or a time of day such as 09:00")
+        })
 }
 
 #[cfg(test)]
@@ -68,17 +108,46 @@ mod tests {
         assert!(at("tomorrow").is_err());
     }
 
+    fn sent(s: &str, tz: &str, now: &str) -> String {
+        let now = DateTime::parse_from_rfc3339(now)
+            .unwrap()
+            .with_timezone(&Utc);
+        local(s).unwrap().resolve(tz, now)
+    }
+
     #[test]
     fn local_times_get_seconds() {
+        let now = "2026-11-29T12:00:00Z";
         assert_eq!(
-            local("2027-03-28T09:00").as_deref(),
-            Ok("2027-03-28T09:00:00")
+            sent("2027-03-28T09:00", "Europe/Paris", now),
+            "2027-03-28T09:00:00"
         );
         assert_eq!(
-            local("2027-03-28T09:00:30").as_deref(),
-            Ok("2027-03-28T09:00:30")
+            sent("2027-03-28T09:00:30", "UTC", now),
+            "2027-03-28T09:00:30"
         );
         assert!(local("2027-03-28T09:00:00+01:00").is_err(), "an offset");
-        assert!(local("09:00").is_err());
+        assert!(local("25:00").is_err());
+        assert!(local("tomorrow").is_err());
+    }
+
+    #[test]
+    fn a_time_of_day_is_the_next_one_in_the_zone() {
+        // 12:00Z is 13:00 in Paris: 14:00 is still today there, 09:00 is tomorrow.
+        let now = "2026-11-29T12:00:00Z";
+        assert_eq!(sent("14:00", "Europe/Paris", now), "2026-11-29T14:00:00");
+        assert_eq!(sent("09:00", "Europe/Paris", now), "2026-11-30T09:00:00");
+        assert_eq!(
+            sent("13:00", "Europe/Paris", now),
+            "2026-11-30T13:00:00",
+            "now is not ahead"
+        );
+        // 23:30Z is already the 30th in Tokyo (08:30): its 09:00 is that day's.
+        assert_eq!(
+            sent("09:00:15", "Asia/Tokyo", "2026-11-29T23:30:00Z"),
+            "2026-11-30T09:00:15"
+        );
+        // A zone chrono-tz does not know: the date is UTC's, and the server names `timezone`.
+        assert_eq!(sent("14:00", "Mars/Olympus", now), "2026-11-29T14:00:00");
     }
 }
