@@ -185,7 +185,14 @@ struct ListArgs {
     /// Only the occurrences of this schedule
     #[arg(long, value_name = "ID")]
     schedule: Option<String>,
-    /// Tasks per page (1 to 100) [default: 50]
+    #[command(flatten)]
+    paging: Paging,
+}
+
+/// How much of a list: one page (from `--cursor`) or, with `--all`, every page.
+#[derive(Args, Debug)]
+struct Paging {
+    /// Items per page (1 to 100) [default: 50]
     #[arg(long)]
     limit: Option<u32>,
     /// Start at this page (a next_cursor the previous page printed)
@@ -194,6 +201,128 @@ struct ListArgs {
     /// Follow next_cursor to the last page
     #[arg(long)]
     all: bool,
+}
+
+/// A collection of the API as the client shows it: its path, the key of its items in a
+/// page, and its table.
+struct Collection {
+    path: &'static str,
+    key: &'static str,
+    noun: &'static str,
+    table: fn(&[Value]) -> String,
+    detail: fn(&Value) -> String,
+}
+
+const TASKS: Collection = Collection {
+    path: "/tasks",
+    key: "tasks",
+    noun: "task",
+    table: output::tasks,
+    detail: output::task,
+};
+
+impl Collection {
+    /// `POST` a new item, with its idempotency key; a repeat (`200`) is said on stderr.
+    async fn create(
+        &self,
+        up: &Upstream,
+        json: bool,
+        body: Map<String, Value>,
+        idempotency_key: Option<String>,
+    ) -> Result<(), Failure> {
+        let headers = idempotency(idempotency_key)?;
+        let (status, resp) = call(
+            up,
+            Method::POST,
+            self.path,
+            Some(&Value::Object(body)),
+            headers,
+        )
+        .await?;
+        if status == 200 && !json {
+            eprintln!(
+                "an earlier request with this idempotency key created this {}",
+                self.noun
+            );
+        }
+        self.print_row(json, &resp)
+    }
+
+    /// `GET` one item: the API's JSON, or its detail view.
+    async fn show(&self, up: &Upstream, json: bool, id: &str) -> Result<(), Failure> {
+        let path = item_path(self.path, id, "");
+        let (_, resp) = call(up, Method::GET, &path, None, HeaderMap::new()).await?;
+        if json {
+            println!("{}", String::from_utf8_lossy(&resp));
+        } else {
+            println!("{}", (self.detail)(&parse(&resp)?));
+        }
+        Ok(())
+    }
+
+    /// An item the API answered with: its JSON as it came, or a one-row table.
+    fn print_row(&self, json: bool, body: &Bytes) -> Result<(), Failure> {
+        if json {
+            println!("{}", String::from_utf8_lossy(body));
+        } else {
+            println!("{}", (self.table)(&[parse(body)?]));
+        }
+        Ok(())
+    }
+
+    /// One page (its JSON as it came, or a table and the next cursor on stderr), or with
+    /// `--all` every page, gathered. `filters` are the query's pairs besides the paging.
+    async fn list(
+        &self,
+        up: &Upstream,
+        json: bool,
+        filters: &[(&str, &str)],
+        paging: Paging,
+    ) -> Result<(), Failure> {
+        let mut cursor = paging.cursor;
+        let mut all = Vec::new();
+        loop {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs(filters);
+            if let Some(n) = paging.limit {
+                query.append_pair("limit", &n.to_string());
+            }
+            if let Some(c) = &cursor {
+                query.append_pair("cursor", c);
+            }
+            let query = query.finish();
+            let path = if query.is_empty() {
+                self.path.to_owned()
+            } else {
+                format!("{}?{query}", self.path)
+            };
+            let (_, resp) = call(up, Method::GET, &path, None, HeaderMap::new()).await?;
+            if !paging.all && json {
+                println!("{}", String::from_utf8_lossy(&resp));
+                return Ok(());
+            }
+            let page = parse(&resp)?;
+            let items = page[self.key].as_array().cloned().unwrap_or_default();
+            if !paging.all {
+                println!("{}", (self.table)(&items));
+                if let Some(next) = page["next_cursor"].as_str() {
+                    eprintln!("more: --cursor {next}");
+                }
+                return Ok(());
+            }
+            all.extend(items);
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        if json {
+            println!("{}", json!({ self.key: all, "next_cursor": null }));
+        } else {
+            println!("{}", (self.table)(&all));
+        }
+        Ok(())
+    }
 }
 
 /// The `Idempotency-Key` header, when one is given.
@@ -336,15 +465,6 @@ fn item_path(collection: &str, id: &str, suffix: &str) -> String {
     format!("{collection}/{seg}{suffix}")
 }
 
-fn print_task(json: bool, body: &Bytes) -> Result<(), Failure> {
-    if json {
-        println!("{}", String::from_utf8_lossy(body));
-    } else {
-        println!("{}", output::tasks(&[parse(body)?]));
-    }
-    Ok(())
-}
-
 /// A command of either family, run the same way.
 enum Family {
     Tasks(TasksCommand),
@@ -409,51 +529,33 @@ async fn execute(up: &Upstream, json: bool, command: TasksCommand) -> Result<(),
         TasksCommand::Create(c) => {
             let mut body = c.task.into_json();
             c.when.into_json(&mut body);
-            let headers = idempotency(c.idempotency_key)?;
-            let (status, resp) = call(
-                up,
-                Method::POST,
-                "/tasks",
-                Some(&Value::Object(body)),
-                headers,
-            )
-            .await?;
-            if status == 200 && !json {
-                eprintln!("an earlier request with this idempotency key created this task");
-            }
-            print_task(json, &resp)
+            TASKS.create(up, json, body, c.idempotency_key).await
         }
-        TasksCommand::List(l) => list(up, json, l).await,
-        TasksCommand::Get { task_id } => {
-            let (_, resp) = call(
-                up,
-                Method::GET,
-                &task_path(&task_id, ""),
-                None,
-                HeaderMap::new(),
-            )
-            .await?;
-            if json {
-                println!("{}", String::from_utf8_lossy(&resp));
-            } else {
-                println!("{}", output::task(&parse(&resp)?));
+        TasksCommand::List(l) => {
+            let mut filters = Vec::new();
+            if let Some(s) = &l.status {
+                filters.push(("status", s.as_str()));
             }
-            Ok(())
+            if let Some(s) = &l.schedule {
+                filters.push(("schedule_id", s.as_str()));
+            }
+            TASKS.list(up, json, &filters, l.paging).await
         }
+        TasksCommand::Get { task_id } => TASKS.show(up, json, &task_id).await,
         TasksCommand::Cancel { task_id } => {
             let path = task_path(&task_id, "");
             let (_, resp) = call(up, Method::DELETE, &path, None, HeaderMap::new()).await?;
-            print_task(json, &resp)
+            TASKS.print_row(json, &resp)
         }
         TasksCommand::Retry { task_id } => {
             let path = task_path(&task_id, "/retry");
             let (_, resp) = call(up, Method::POST, &path, None, HeaderMap::new()).await?;
-            print_task(json, &resp)
+            TASKS.print_row(json, &resp)
         }
         TasksCommand::Run { task_id } => {
             let path = task_path(&task_id, "/run");
             let (_, resp) = call(up, Method::POST, &path, None, HeaderMap::new()).await?;
-            print_task(json, &resp)
+            TASKS.print_row(json, &resp)
         }
         TasksCommand::Reschedule { task_id, when } => {
             let mut body = Map::new();
@@ -467,61 +569,9 @@ async fn execute(up: &Upstream, json: bool, command: TasksCommand) -> Result<(),
                 HeaderMap::new(),
             )
             .await?;
-            print_task(json, &resp)
+            TASKS.print_row(json, &resp)
         }
     }
-}
-
-async fn list(up: &Upstream, json: bool, l: ListArgs) -> Result<(), Failure> {
-    let mut cursor = l.cursor;
-    let mut all = Vec::new();
-    loop {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(s) = &l.status {
-            query.append_pair("status", s);
-        }
-        if let Some(s) = &l.schedule {
-            query.append_pair("schedule_id", s);
-        }
-        if let Some(n) = l.limit {
-            query.append_pair("limit", &n.to_string());
-        }
-        if let Some(c) = &cursor {
-            query.append_pair("cursor", c);
-        }
-        let query = query.finish();
-        let path = if query.is_empty() {
-            "/tasks".to_owned()
-        } else {
-            format!("/tasks?{query}")
-        };
-        let (_, resp) = call(up, Method::GET, &path, None, HeaderMap::new()).await?;
-        if !l.all {
-            if json {
-                println!("{}", String::from_utf8_lossy(&resp));
-                return Ok(());
-            }
-            let page = parse(&resp)?;
-            let tasks = page["tasks"].as_array().cloned().unwrap_or_default();
-            println!("{}", output::tasks(&tasks));
-            if let Some(next) = page["next_cursor"].as_str() {
-                eprintln!("more: --cursor {next}");
-            }
-            return Ok(());
-        }
-        let page = parse(&resp)?;
-        all.extend(page["tasks"].as_array().cloned().unwrap_or_default());
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    if json {
-        println!("{}", json!({"tasks": all, "next_cursor": null}));
-    } else {
-        println!("{}", output::tasks(&all));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! `task-scheduler schedules ...`: recurring schedules over the API, with the task template
 //! options of `tasks create` ([`TaskTemplate`]) and the same output and exit codes.
 
-use axum::body::Bytes;
 use clap::{ArgGroup, Args, Subcommand};
 use http::{HeaderMap, Method};
 use serde_json::{Map, Value, json};
 
 use super::{
-    Failure, TaskTemplate, call, idempotency, item_path, output, parse, print_task,
+    Collection, Failure, Paging, TASKS, TaskTemplate, call, item_path, output,
     upstream::{EndpointArgs, Upstream},
     when,
 };
@@ -103,28 +102,20 @@ pub(crate) struct UpdateArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ListArgs {
-    /// Schedules per page (1 to 100) [default: 50]
-    #[arg(long)]
-    limit: Option<u32>,
-    /// Start at this page (a next_cursor the previous page printed)
-    #[arg(long, conflicts_with = "all")]
-    cursor: Option<String>,
-    /// Follow next_cursor to the last page
-    #[arg(long)]
-    all: bool,
+    #[command(flatten)]
+    paging: Paging,
 }
+
+const SCHEDULES: Collection = Collection {
+    path: "/schedules",
+    key: "schedules",
+    noun: "schedule",
+    table: output::schedules,
+    detail: output::schedule,
+};
 
 fn path(id: &str, suffix: &str) -> String {
     item_path("/schedules", id, suffix)
-}
-
-fn print_schedule(json: bool, body: &Bytes) -> Result<(), Failure> {
-    if json {
-        println!("{}", String::from_utf8_lossy(body));
-    } else {
-        println!("{}", output::schedules(&[parse(body)?]));
-    }
-    Ok(())
 }
 
 async fn patch(up: &Upstream, json: bool, id: &str, body: Value) -> Result<(), Failure> {
@@ -136,7 +127,7 @@ async fn patch(up: &Upstream, json: bool, id: &str, body: Value) -> Result<(), F
         HeaderMap::new(),
     )
     .await?;
-    print_schedule(json, &resp)
+    SCHEDULES.print_row(json, &resp)
 }
 
 pub(super) async fn execute(
@@ -166,37 +157,10 @@ pub(super) async fn execute(
                 body.insert("paused".into(), true.into());
             }
             body.insert("task".into(), c.task.into_json().into());
-            let headers = idempotency(c.idempotency_key)?;
-            let (status, resp) = call(
-                up,
-                Method::POST,
-                "/schedules",
-                Some(&Value::Object(body)),
-                headers,
-            )
-            .await?;
-            if status == 200 && !json {
-                eprintln!("an earlier request with this idempotency key created this schedule");
-            }
-            print_schedule(json, &resp)
+            SCHEDULES.create(up, json, body, c.idempotency_key).await
         }
-        SchedulesCommand::List(l) => list(up, json, l).await,
-        SchedulesCommand::Get { schedule_id } => {
-            let (_, resp) = call(
-                up,
-                Method::GET,
-                &path(&schedule_id, ""),
-                None,
-                HeaderMap::new(),
-            )
-            .await?;
-            if json {
-                println!("{}", String::from_utf8_lossy(&resp));
-            } else {
-                println!("{}", output::schedule(&parse(&resp)?));
-            }
-            Ok(())
-        }
+        SchedulesCommand::List(l) => SCHEDULES.list(up, json, &[], l.paging).await,
+        SchedulesCommand::Get { schedule_id } => SCHEDULES.show(up, json, &schedule_id).await,
         SchedulesCommand::Update(u) => {
             let mut body = Map::new();
             if let Some(cron) = u.cron {
@@ -231,7 +195,7 @@ pub(super) async fn execute(
                 HeaderMap::new(),
             )
             .await?;
-            print_task(json, &resp)
+            TASKS.print_row(json, &resp)
         }
         SchedulesCommand::Delete { schedule_id } => {
             let (_, resp) = call(
@@ -242,53 +206,7 @@ pub(super) async fn execute(
                 HeaderMap::new(),
             )
             .await?;
-            print_schedule(json, &resp)
+            SCHEDULES.print_row(json, &resp)
         }
     }
-}
-
-async fn list(up: &Upstream, json: bool, l: ListArgs) -> Result<(), Failure> {
-    let mut cursor = l.cursor;
-    let mut all = Vec::new();
-    loop {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        if let Some(n) = l.limit {
-            query.append_pair("limit", &n.to_string());
-        }
-        if let Some(c) = &cursor {
-            query.append_pair("cursor", c);
-        }
-        let query = query.finish();
-        let p = if query.is_empty() {
-            "/schedules".to_owned()
-        } else {
-            format!("/schedules?{query}")
-        };
-        let (_, resp) = call(up, Method::GET, &p, None, HeaderMap::new()).await?;
-        let page = if !l.all && json {
-            println!("{}", String::from_utf8_lossy(&resp));
-            return Ok(());
-        } else {
-            parse(&resp)?
-        };
-        let items = page["schedules"].as_array().cloned().unwrap_or_default();
-        if !l.all {
-            println!("{}", output::schedules(&items));
-            if let Some(next) = page["next_cursor"].as_str() {
-                eprintln!("more: --cursor {next}");
-            }
-            return Ok(());
-        }
-        all.extend(items);
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
-    if json {
-        println!("{}", json!({"schedules": all, "next_cursor": null}));
-    } else {
-        println!("{}", output::schedules(&all));
-    }
-    Ok(())
 }
