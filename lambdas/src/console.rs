@@ -119,7 +119,9 @@ fn header_str<'a>(h: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
 
 /// Why a request is not one of the page's own, if it is not.
 fn refusal(proxy: &Proxy, headers: &HeaderMap) -> Option<&'static str> {
-    let host = header_str(headers, &header::HOST)?;
+    let Some(host) = header_str(headers, &header::HOST) else {
+        return Some("no Host");
+    };
     if !proxy.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
         return Some("Host is not the console's address");
     }
@@ -147,9 +149,6 @@ async fn forward(proxy: &Proxy, req: Request) -> Response {
             "forbidden",
             format!("console proxy: {why}"),
         );
-    }
-    if header_str(&parts.headers, &header::HOST).is_none() {
-        return error(StatusCode::FORBIDDEN, "forbidden", "console proxy: no Host");
     }
     let body = match axum::body::to_bytes(body, MAX_REQUEST_BODY).await {
         Ok(b) => b,

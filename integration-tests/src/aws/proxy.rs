@@ -45,18 +45,6 @@ pub struct FaultRates {
     pub outage_len: Duration,
 }
 
-impl FaultRates {
-    pub const NONE: FaultRates = FaultRates {
-        server_error: 0.0,
-        throttle: 0.0,
-        lost_response: 0.0,
-        latency: 0.0,
-        max_latency: Duration::ZERO,
-        outage: 0.0,
-        outage_len: Duration::ZERO,
-    };
-}
-
 /// The kinds of fault, as counted.
 pub const KINDS: [&str; 6] = [
     "ok",
@@ -80,8 +68,7 @@ pub struct Lost {
 #[derive(Default)]
 struct State {
     counts: BTreeMap<(String, &'static str), u64>,
-    lost: Vec<Lost>,
-    /// Every call answered with an error or no answer (lost ones included).
+    /// Every call answered with an error or no answer (a lost one once it was applied).
     faulted: Vec<Lost>,
     /// Operations down until then.
     outages: BTreeMap<String, Instant>,
@@ -90,9 +77,7 @@ struct State {
 /// The proxy; it stops when dropped.
 pub struct FaultProxy {
     pub addr: SocketAddr,
-    pub seed: u64,
     state: Arc<Mutex<State>>,
-    rates: Arc<Mutex<FaultRates>>,
     calm: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -109,7 +94,6 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State::default()));
-        let rates = Arc::new(Mutex::new(rates));
         let calm = Arc::new(AtomicBool::new(false));
         let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
         let upstream = upstream.trim_end_matches('/').to_owned();
@@ -117,13 +101,13 @@ impl FaultProxy {
             .no_proxy()
             .timeout(Duration::from_secs(30))
             .build()?;
-        let (st, rt, cm) = (state.clone(), rates.clone(), calm.clone());
+        let (st, cm) = (state.clone(), calm.clone());
         let dynamodb = Arc::new(tokio::sync::RwLock::new(()));
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
                 let ctx = Ctx {
                     state: st.clone(),
-                    rates: rt.clone(),
+                    rates,
                     calm: cm.clone(),
                     rng: rng.clone(),
                     upstream: upstream.clone(),
@@ -137,9 +121,7 @@ impl FaultProxy {
         });
         Ok(FaultProxy {
             addr,
-            seed,
             state,
-            rates,
             calm,
             task,
         })
@@ -159,17 +141,16 @@ impl FaultProxy {
         self.calm.store(false, Ordering::SeqCst);
     }
 
-    pub fn set_rates(&self, rates: FaultRates) {
-        *self.rates.lock().unwrap() = rates;
-    }
-
     /// Calls by (operation, kind).
     pub fn counts(&self) -> BTreeMap<(String, &'static str), u64> {
         self.state.lock().unwrap().counts.clone()
     }
 
+    /// The calls whose answers were lost, after they were applied.
     pub fn lost(&self) -> Vec<Lost> {
-        self.state.lock().unwrap().lost.clone()
+        let st = self.state.lock().unwrap();
+        let lost = st.faulted.iter().filter(|l| l.kind == "lost_response");
+        lost.cloned().collect()
     }
 
     /// Every call that failed or lost its answer.
@@ -226,7 +207,7 @@ fn row_line(op: &str, row: &[u64; KINDS.len()]) -> String {
 
 struct Ctx {
     state: Arc<Mutex<State>>,
-    rates: Arc<Mutex<FaultRates>>,
+    rates: FaultRates,
     calm: Arc<AtomicBool>,
     rng: Arc<Mutex<StdRng>>,
     upstream: String,
@@ -296,7 +277,8 @@ impl Ctx {
             let op = req.operation();
             let kind = self.pick(&op);
             self.count(&op, kind);
-            if !matches!(kind, "ok" | "latency") {
+            // A lost answer is recorded once its call was applied, below.
+            if !matches!(kind, "ok" | "latency" | "lost_response") {
                 self.state.lock().unwrap().faulted.push(Lost {
                     at: Instant::now(),
                     op: op.clone(),
@@ -328,7 +310,7 @@ impl Ctx {
                 "lost_response" => {
                     // Applied upstream; its answer never reaches the caller.
                     let _ = self.forward(&req).await;
-                    self.state.lock().unwrap().lost.push(Lost {
+                    self.state.lock().unwrap().faulted.push(Lost {
                         at: Instant::now(),
                         op,
                         kind,
@@ -339,7 +321,7 @@ impl Ctx {
                 }
                 _ => {
                     if kind == "latency" {
-                        let max = self.rates.lock().unwrap().max_latency;
+                        let max = self.rates.max_latency;
                         let d = self.rng.lock().unwrap().random_range(0.0..1.0) * max.as_secs_f64();
                         tokio::time::sleep(Duration::from_secs_f64(d)).await;
                     }
@@ -354,7 +336,7 @@ impl Ctx {
         if self.calm.load(Ordering::SeqCst) {
             return "ok";
         }
-        let r = *self.rates.lock().unwrap();
+        let r = self.rates;
         let now = Instant::now();
         {
             let mut st = self.state.lock().unwrap();

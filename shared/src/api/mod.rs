@@ -287,16 +287,7 @@ async fn list_tasks(
                     })?
             }
             "cursor" => query.after = Some(Cursor::decode(&v)?),
-            "schedule_id" => {
-                if !state.scheduler.has_schedules() {
-                    return Err(ApiError::new(
-                        StatusCode::NOT_IMPLEMENTED,
-                        "not_implemented",
-                        "schedules are not available on this host",
-                    ));
-                }
-                query.schedule_id = Some(ScheduleId::parse(&v)?);
-            }
+            "schedule_id" => query.schedule_id = Some(ScheduleId::parse(&v)?),
             other => {
                 return Err(ApiError::invalid(
                     other,

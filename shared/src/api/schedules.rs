@@ -295,7 +295,6 @@ impl ScheduleResponse {
             Recurrence::Cron(c) => (Some(c.as_str().to_owned()), None),
             Recurrence::Every(e) => (None, Some(e.to_string())),
         };
-        let hook = s.task.action.webhook();
         Self {
             schedule_id: s.id.to_string(),
             cron,
@@ -306,17 +305,8 @@ impl ScheduleResponse {
             paused: s.paused,
             task: TemplateView {
                 action: s.task.action.name().to_owned(),
-                payload: PayloadView {
-                    url: hook.url.to_string(),
-                    method: hook.method.as_str().to_owned(),
-                    headers: hook.headers.as_map().clone(),
-                    data: hook.data.clone(),
-                },
-                retry: RetryView {
-                    max_attempts: s.task.retry.max_attempts.get(),
-                    initial_backoff_seconds: s.task.retry.initial_backoff_seconds.get(),
-                    max_backoff_seconds: s.task.retry.max_backoff_seconds.get(),
-                },
+                payload: s.task.action.webhook().into(),
+                retry: (&s.task.retry).into(),
                 timeout_seconds: s.task.timeout.get(),
             },
             next_runs: next_runs(s),
@@ -384,7 +374,6 @@ pub(crate) async fn create_schedule(
     headers: HeaderMap,
     body: JsonBody<CreateScheduleRequest>,
 ) -> Result<Response, ApiError> {
-    supported(&state)?;
     let key = idempotency_key(&headers)?;
     let schedule = body.value.parse(state.scheduler.now())?;
     let cmd = CreateScheduleCommand {
@@ -404,18 +393,6 @@ pub(crate) async fn create_schedule(
         .into_response())
 }
 
-fn supported(state: &ApiState) -> Result<(), ApiError> {
-    if state.scheduler.has_schedules() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "schedules are not available on this host",
-        ))
-    }
-}
-
 /// The caller's schedules, oldest first.
 #[utoipa::path(
     get, path = "/schedules", tag = "schedules",
@@ -432,7 +409,6 @@ pub(crate) async fn list_schedules(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<ScheduleList>, ApiError> {
-    supported(&state)?;
     let mut limit = 50;
     let mut after = None;
     let mut seen = std::collections::HashSet::new();
@@ -493,7 +469,6 @@ pub(crate) async fn get_schedule(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleResponse>, ApiError> {
-    supported(&state)?;
     let view = state
         .scheduler
         .get_schedule(&caller.0, parse_schedule_id(&id)?)
@@ -522,14 +497,13 @@ pub(crate) async fn patch_schedule(
     Path(id): Path<String>,
     body: JsonBody<PatchScheduleRequest>,
 ) -> Result<Json<ScheduleResponse>, ApiError> {
-    supported(&state)?;
     let id = parse_schedule_id(&id)?;
     let changes = body.value.parse(state.scheduler.now())?;
     let s = state
         .scheduler
         .change_schedule(&caller.0, id, changes)
         .await?;
-    let view = state.scheduler.get_schedule(&caller.0, s.id).await?;
+    let view = state.scheduler.view_of(s).await?;
     Ok(Json(ScheduleResponse::from(&view)))
 }
 
@@ -550,7 +524,6 @@ pub(crate) async fn delete_schedule(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<ScheduleResponse>, ApiError> {
-    supported(&state)?;
     let s = state
         .scheduler
         .delete_schedule(&caller.0, parse_schedule_id(&id)?)
@@ -575,7 +548,6 @@ pub(crate) async fn trigger_schedule(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    supported(&state)?;
     let task = state
         .scheduler
         .trigger_schedule(&caller.0, parse_schedule_id(&id)?)

@@ -149,15 +149,13 @@ impl CreateTaskRequest {
             headers: WebhookHeaders::parse(p.headers.unwrap_or_default())?,
             data: p.data,
         });
-        let (run_at, local) = parse_when(
-            When {
-                run_at: self.run_at,
-                delay_seconds: self.delay_seconds,
-                run_at_local: self.run_at_local,
-                timezone: self.timezone,
-            },
-            now,
-        )?;
+        let (run_at, local) = RescheduleRequest {
+            run_at: self.run_at,
+            delay_seconds: self.delay_seconds,
+            run_at_local: self.run_at_local,
+            timezone: self.timezone,
+        }
+        .parse(now)?;
         let retry = match self.retry {
             Some(r) => RetryPolicy::parse(
                 r.max_attempts,
@@ -178,55 +176,6 @@ impl CreateTaskRequest {
             timeout,
             local,
         })
-    }
-}
-
-/// The time fields of a create or a `PATCH`, of which exactly one is given.
-struct When {
-    run_at: Option<String>,
-    delay_seconds: Option<i64>,
-    run_at_local: Option<String>,
-    timezone: Option<String>,
-}
-
-/// Resolves [`When`] to an instant in whole milliseconds (`delay_seconds` counts from `now`),
-/// with the local time and zone when they were given. Neither is a `400` naming `run_at`;
-/// more than one names the later one (`delay_seconds`, then `run_at_local`); `timezone`
-/// goes with `run_at_local` and only with it.
-fn parse_when(
-    w: When,
-    now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, Option<LocalRunAt>), ValidationError> {
-    const ONE_OF: &str = "give exactly one of run_at, delay_seconds and run_at_local";
-    if w.run_at_local.is_none() && w.timezone.is_some() {
-        return Err(ValidationError::new(
-            "timezone",
-            "only with run_at_local (run_at carries its own offset)",
-        ));
-    }
-    match (w.run_at, w.delay_seconds, w.run_at_local) {
-        (Some(s), None, None) => Ok((parse_time("run_at", &s)?, None)),
-        (None, Some(d), None) if (0..=MAX_DELAY_SECONDS).contains(&d) => {
-            // Whole milliseconds, like a parsed run_at: the precision the stores compare.
-            Ok((crate::domain::to_millis(now) + TimeDelta::seconds(d), None))
-        }
-        (None, Some(_), None) => Err(ValidationError::new(
-            "delay_seconds",
-            format!("must be between 0 and {MAX_DELAY_SECONDS}"),
-        )),
-        (None, None, Some(local)) => {
-            let zone = w.timezone.ok_or_else(|| {
-                ValidationError::new("timezone", "required with run_at_local (e.g. Europe/Paris)")
-            })?;
-            let (local, at) = LocalRunAt::parse(&local, &zone)?;
-            Ok((at, Some(local)))
-        }
-        (Some(_), Some(_), None) => Err(ValidationError::new("delay_seconds", ONE_OF)),
-        (_, _, Some(_)) => Err(ValidationError::new("run_at_local", ONE_OF)),
-        (None, None, None) => Err(ValidationError::new(
-            "run_at",
-            "required (or delay_seconds, or run_at_local with timezone)",
-        )),
     }
 }
 
@@ -254,20 +203,49 @@ pub(crate) struct RescheduleRequest {
 }
 
 impl RescheduleRequest {
-    /// The new instant and the local time it was given as, if it was.
+    /// The instant these time fields name (a `PATCH`'s, or a create's: it has the same
+    /// ones), in whole milliseconds (`delay_seconds` counts from `now`), with the local time
+    /// and zone when they were given. Neither is a `400` naming `run_at`; more than one names
+    /// the later one (`delay_seconds`, then `run_at_local`); `timezone` goes with
+    /// `run_at_local` and only with it.
     pub(crate) fn parse(
         self,
         now: DateTime<Utc>,
     ) -> Result<(DateTime<Utc>, Option<LocalRunAt>), ValidationError> {
-        parse_when(
-            When {
-                run_at: self.run_at,
-                delay_seconds: self.delay_seconds,
-                run_at_local: self.run_at_local,
-                timezone: self.timezone,
-            },
-            now,
-        )
+        const ONE_OF: &str = "give exactly one of run_at, delay_seconds and run_at_local";
+        if self.run_at_local.is_none() && self.timezone.is_some() {
+            return Err(ValidationError::new(
+                "timezone",
+                "only with run_at_local (run_at carries its own offset)",
+            ));
+        }
+        match (self.run_at, self.delay_seconds, self.run_at_local) {
+            (Some(s), None, None) => Ok((parse_time("run_at", &s)?, None)),
+            (None, Some(d), None) if (0..=MAX_DELAY_SECONDS).contains(&d) => {
+                // Whole milliseconds, like a parsed run_at: the precision the stores compare.
+                Ok((crate::domain::to_millis(now) + TimeDelta::seconds(d), None))
+            }
+            (None, Some(_), None) => Err(ValidationError::new(
+                "delay_seconds",
+                format!("must be between 0 and {MAX_DELAY_SECONDS}"),
+            )),
+            (None, None, Some(local)) => {
+                let zone = self.timezone.ok_or_else(|| {
+                    ValidationError::new(
+                        "timezone",
+                        "required with run_at_local (e.g. Europe/Paris)",
+                    )
+                })?;
+                let (local, at) = LocalRunAt::parse(&local, &zone)?;
+                Ok((at, Some(local)))
+            }
+            (Some(_), Some(_), None) => Err(ValidationError::new("delay_seconds", ONE_OF)),
+            (_, _, Some(_)) => Err(ValidationError::new("run_at_local", ONE_OF)),
+            (None, None, None) => Err(ValidationError::new(
+                "run_at",
+                "required (or delay_seconds, or run_at_local with timezone)",
+            )),
+        }
     }
 }
 
@@ -395,6 +373,27 @@ pub(crate) struct OccurrenceView {
     pub(crate) triggered: bool,
 }
 
+impl From<&WebhookAction> for PayloadView {
+    fn from(hook: &WebhookAction) -> Self {
+        Self {
+            url: hook.url.to_string(),
+            method: hook.method.as_str().to_owned(),
+            headers: hook.headers.as_map().clone(),
+            data: hook.data.clone(),
+        }
+    }
+}
+
+impl From<&RetryPolicy> for RetryView {
+    fn from(retry: &RetryPolicy) -> Self {
+        Self {
+            max_attempts: retry.max_attempts.get(),
+            initial_backoff_seconds: retry.initial_backoff_seconds.get(),
+            max_backoff_seconds: retry.max_backoff_seconds.get(),
+        }
+    }
+}
+
 impl From<&Task> for TaskView {
     fn from(t: &Task) -> Self {
         let hook = t.action.webhook();
@@ -402,22 +401,13 @@ impl From<&Task> for TaskView {
             task_id: t.id.to_string(),
             status: t.status.into(),
             action: t.action.name().to_owned(),
-            payload: PayloadView {
-                url: hook.url.to_string(),
-                method: hook.method.as_str().to_owned(),
-                headers: hook.headers.as_map().clone(),
-                data: hook.data.clone(),
-            },
+            payload: hook.into(),
             run_at: format_time(&t.run_at),
             run_at_local: t.local.as_ref().map(|l| l.run_at_local.clone()),
             timezone: t.local.as_ref().map(|l| l.timezone.clone()),
             created_at: format_time(&t.created_at),
             updated_at: format_time(&t.updated_at),
-            retry: RetryView {
-                max_attempts: t.retry.max_attempts.get(),
-                initial_backoff_seconds: t.retry.initial_backoff_seconds.get(),
-                max_backoff_seconds: t.retry.max_backoff_seconds.get(),
-            },
+            retry: (&t.retry).into(),
             timeout_seconds: t.timeout.get(),
             attempts: t
                 .attempts

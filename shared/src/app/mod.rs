@@ -234,6 +234,9 @@ impl Scheduler {
     }
 
     pub(crate) async fn list(&self, query: &ListQuery) -> Result<Page, AppError> {
+        if query.schedule_id.is_some() {
+            self.schedules()?;
+        }
         Ok(self.ports.store.list(query).await?)
     }
 
@@ -241,14 +244,7 @@ impl Scheduler {
         let task = self
             .transition(owner, id, PENDING_OCCURRENCE_CANCEL, |t, now| t.cancel(now))
             .await?;
-        let wake = WakeUp {
-            task_id: id,
-            attempt: task.attempt_number(),
-        };
-        if let Err(e) = self.ports.waker.disarm(wake).await {
-            // Not fatal: a wake-up that still arrives finds the task cancelled.
-            warn!(task_id = %id, error = %e, "could not remove the pending wake-up");
-        }
+        self.disarm_or_warn(&task).await;
         self.ports.metrics.task_cancelled();
         info!(task_id = %id, "task cancelled");
         Ok(task)
@@ -297,6 +293,18 @@ impl Scheduler {
             self.ports.waker.arm(wake, at).await?;
         }
         Ok(())
+    }
+
+    /// Removes the wake-up of a task just written cancelled. Not fatal when it fails: a
+    /// wake-up that still arrives finds the task cancelled.
+    async fn disarm_or_warn(&self, task: &Task) {
+        let wake = WakeUp {
+            task_id: task.id,
+            attempt: task.attempt_number(),
+        };
+        if let Err(e) = self.ports.waker.disarm(wake).await {
+            warn!(task_id = %task.id, error = %e, "could not remove the pending wake-up");
+        }
     }
 
     /// Arms the task's wake-up after a write that took effect. A failure is not the

@@ -13,8 +13,8 @@ use tracing::{info, warn};
 
 use super::{AppError, Scheduler};
 use crate::domain::{
-    IdempotencyKey, NewSchedule, Owner, Replanned, Schedule, ScheduleChanges, ScheduleId, Status,
-    Task, ValidationError, WakeUp,
+    IdempotencyKey, NewSchedule, Owner, Pending, Replanned, Schedule, ScheduleChanges, ScheduleId,
+    Status, Task, ValidationError, WakeUp,
 };
 use crate::ports::{PortError, ScheduleCreateOutcome, ScheduleStore, ScheduleWrite};
 
@@ -50,15 +50,10 @@ enum Change {
 }
 
 impl Scheduler {
-    fn schedules(&self) -> Result<&Arc<dyn ScheduleStore>, AppError> {
+    pub(super) fn schedules(&self) -> Result<&Arc<dyn ScheduleStore>, AppError> {
         self.schedules.as_ref().ok_or_else(|| {
             AppError::NotImplemented("schedules are not available on this host".into())
         })
-    }
-
-    /// Whether this scheduler keeps schedules (both hosts do).
-    pub(crate) fn has_schedules(&self) -> bool {
-        self.schedules.is_some()
     }
 
     pub(crate) async fn create_schedule(
@@ -109,7 +104,11 @@ impl Scheduler {
         owner: &Owner,
         id: ScheduleId,
     ) -> Result<ScheduleView, AppError> {
-        let schedule = self.owned_schedule(owner, id).await?;
+        self.view_of(self.owned_schedule(owner, id).await?).await
+    }
+
+    /// The schedule with its last occurrence's task, as `GET /schedules/{id}` shows it.
+    pub(crate) async fn view_of(&self, schedule: Schedule) -> Result<ScheduleView, AppError> {
         let last = match schedule.last_task_id {
             Some(t) => self.ports.store.get(t).await?,
             None => None,
@@ -201,15 +200,7 @@ impl Scheduler {
                 }
                 Change::Delete => {
                     let cancelled = self.cancel_pending(&current, now).await?;
-                    let mut gone = current.clone();
-                    gone.version += 1;
-                    gone.updated_at = now;
-                    gone.pending = None;
-                    let r = Replanned {
-                        schedule: gone,
-                        create: None,
-                    };
-                    (self.write_of(r, true), cancelled)
+                    (self.write_of(current.delete(now), true), cancelled)
                 }
             };
             if let Some(c) = &cancelled {
@@ -221,14 +212,7 @@ impl Scheduler {
                 Err(e) => return Err(e.into()),
             }
             if let Some(c) = cancelled {
-                let wake = WakeUp {
-                    task_id: c.id,
-                    attempt: c.attempt_number(),
-                };
-                if let Err(e) = self.ports.waker.disarm(wake).await {
-                    // A wake-up that still arrives finds the occurrence cancelled.
-                    warn!(task_id = %c.id, error = %e, "could not remove a cancelled occurrence's wake-up");
-                }
+                self.disarm_or_warn(&c).await;
             }
             let created = write.insert.pop();
             if let Some(t) = &created {
@@ -270,15 +254,21 @@ impl Scheduler {
     /// Arms the schedule's pending occurrence (idempotent).
     async fn arm_pending(&self, schedule: &Schedule) {
         if let Some(p) = schedule.pending {
-            let wake = WakeUp {
-                task_id: p.task_id,
-                attempt: 1,
-            };
-            if let Err(e) = self.ports.waker.arm(wake, p.at).await {
-                self.ports.metrics.wake_up_deferred();
-                warn!(schedule_id = %schedule.id, task_id = %p.task_id, error = %e,
-                    "occurrence stored but its wake-up could not be armed; the sweeper will arm it");
-            }
+            self.arm_occurrence(p).await;
+        }
+    }
+
+    /// Arms an occurrence's first attempt. A failure loses nothing: the occurrence is a
+    /// stored `scheduled` task, which the sweeper arms.
+    async fn arm_occurrence(&self, p: Pending) {
+        let wake = WakeUp {
+            task_id: p.task_id,
+            attempt: 1,
+        };
+        if let Err(e) = self.ports.waker.arm(wake, p.at).await {
+            self.ports.metrics.wake_up_deferred();
+            warn!(task_id = %p.task_id, error = %e,
+                "occurrence stored but its wake-up could not be armed; the sweeper will arm it");
         }
     }
 
@@ -287,17 +277,8 @@ impl Scheduler {
     /// ([`Occurrence::next`](crate::domain::Occurrence)); arm it. A failure here loses
     /// nothing: the next occurrence is a stored `scheduled` task, which the sweeper arms.
     pub(super) async fn arm_next_occurrence(&self, claimed: &Task) {
-        let Some(next) = claimed.occurrence.as_ref().and_then(|o| o.next) else {
-            return;
-        };
-        let wake = WakeUp {
-            task_id: next.task_id,
-            attempt: 1,
-        };
-        if let Err(e) = self.ports.waker.arm(wake, next.at).await {
-            self.ports.metrics.wake_up_deferred();
-            warn!(task_id = %next.task_id, error = %e,
-                "next occurrence stored but its wake-up could not be armed; the sweeper will arm it");
+        if let Some(next) = claimed.occurrence.as_ref().and_then(|o| o.next) {
+            self.arm_occurrence(next).await;
         }
     }
 

@@ -17,7 +17,8 @@ pub(crate) use local_time::LocalRunAt;
 pub(crate) use recurrence::{CronExpr, Every, Recurrence, parse_timezone};
 pub(crate) use retry::RetryPolicy;
 pub(crate) use schedule::{
-    NewSchedule, Occurrence, Replanned, Schedule, ScheduleChanges, ScheduleId, TaskTemplate,
+    NewSchedule, Occurrence, Pending, Replanned, Schedule, ScheduleChanges, ScheduleId,
+    TaskTemplate,
 };
 pub(crate) use task::{
     AttemptOutcome, ClaimRejection, Delivery, NewTask, Next, RetryHint, Status, Task,

@@ -398,6 +398,16 @@ impl Schedule {
             create: Some(task),
         }
     }
+
+    /// The schedule as it is deleted: a new version with nothing pending.
+    pub(crate) fn delete(&self, now: DateTime<Utc>) -> Replanned {
+        let mut s = self.bumped(now);
+        s.pending = None;
+        Replanned {
+            schedule: s,
+            create: None,
+        }
+    }
 }
 
 #[cfg(test)]

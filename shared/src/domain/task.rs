@@ -296,6 +296,16 @@ impl Task {
         }
     }
 
+    /// Whether this task can be its schedule's pending occurrence, so that claiming it may
+    /// move the chain on: a planned occurrence before its first attempt. A triggered one is
+    /// outside the plan, and one with an attempt was claimed already, which moved the chain
+    /// in the same write. The stores read the schedule only for these.
+    pub(crate) fn may_move_chain(&self) -> bool {
+        self.status == Status::Scheduled
+            && self.attempts.is_empty()
+            && self.occurrence.as_ref().is_some_and(|o| !o.triggered)
+    }
+
     /// The number of the attempt that is scheduled or running (1-based).
     pub(crate) fn attempt_number(&self) -> u32 {
         u32::try_from(self.attempts.len())

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 use tokio::sync::oneshot;
 
-use crate::domain::{Cursor, Owner, Schedule, ScheduleId, Status, Task, TaskId, WakeUp};
+use crate::domain::{Cursor, Owner, Schedule, ScheduleId, Task, TaskId, WakeUp};
 use crate::ports::{
     ClaimOutcome, CreateOutcome, LeaseScan, ListQuery, Page, PortError, ScheduleCreateOutcome,
     ScheduleStore, ScheduleWrite, TaskScan, TaskStore,
@@ -287,12 +287,9 @@ fn advance_chain(
     running: Task,
     now: DateTime<Utc>,
 ) -> Result<Task, PortError> {
-    let Some(occurrence) = task.occurrence.as_ref() else {
+    let Some(occurrence) = task.occurrence.as_ref().filter(|_| task.may_move_chain()) else {
         return Ok(running);
     };
-    if task.status != Status::Scheduled {
-        return Ok(running);
-    }
     let Some(schedule) = get_schedule(conn, occurrence.schedule_id).map_err(unavailable)? else {
         return Ok(running);
     };

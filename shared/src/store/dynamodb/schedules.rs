@@ -28,8 +28,7 @@ fn schedules_of(owner: &Owner) -> String {
 }
 
 fn schedule_idem_pk(owner: &Owner, key: &IdempotencyKey) -> String {
-    let owner = owner.as_str().replace('%', "%25").replace('#', "%23");
-    format!("schedule-idem#{owner}#{}", key.as_str())
+    format!("schedule-{}", idem_pk(owner, key))
 }
 
 fn schedule_from_item(item: &Item) -> Result<Schedule, PortError> {
@@ -129,8 +128,8 @@ impl DynamoStore {
             let Ok(running) = task.claim(attempt, now) else {
                 return Ok(ClaimOutcome::Rejected(Some(task)));
             };
-            let schedule = match (&task.occurrence, task.status) {
-                (Some(o), Status::Scheduled) => self.get_schedule(o.schedule_id).await?,
+            let schedule = match &task.occurrence {
+                Some(o) if task.may_move_chain() => self.get_schedule(o.schedule_id).await?,
                 _ => None,
             };
             let Some((next, marked)) = schedule.and_then(|s| s.advance(&running, now)) else {
