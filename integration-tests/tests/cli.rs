@@ -744,6 +744,44 @@ async fn create_at_a_local_time() {
         parse_time(task["run_at"].as_str().unwrap()),
         parse_time("2027-03-28T07:00:00Z")
     );
+    // A bare time of day is the next one in the zone: 09:00 in Tokyo (UTC+9, no DST), within
+    // the coming day, sent as that date's local time.
+    let before = chrono::Utc::now();
+    let task = tasks(
+        &app,
+        &[
+            "create",
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--at-local",
+            "09:00",
+            "--tz",
+            "Asia/Tokyo",
+            "--json",
+        ],
+    )
+    .await
+    .ok()
+    .json();
+    let after = chrono::Utc::now();
+    assert_eq!(task["timezone"], "Asia/Tokyo");
+    assert!(
+        task["run_at_local"]
+            .as_str()
+            .unwrap()
+            .ends_with("T09:00:00"),
+        "{task}"
+    );
+    let run_at = parse_time(task["run_at"].as_str().unwrap());
+    assert_eq!(
+        run_at.format("%H:%M:%S").to_string(),
+        "00:00:00",
+        "09:00 +09:00"
+    );
+    assert!(
+        run_at > before && run_at <= after + chrono::TimeDelta::days(1),
+        "the next 09:00 in Tokyo after {before}: {run_at}"
+    );
 }
 
 /// A running `task-scheduler console`, killed when dropped.

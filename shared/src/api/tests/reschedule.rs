@@ -370,14 +370,22 @@ async fn run_makes_a_scheduled_task_due_now() {
             .unwrap()
             .starts_with("task is cancelled")
     );
-    for uri in ["/tasks/01JF3Q8R5V2Z6X4W9YH7K1M0NB/run", "/tasks/nope/run"] {
-        let r = send(&app, Method::POST, uri, None, &[]).await;
-        assert!(
-            matches!(r.status, StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST),
-            "{uri}: {}",
-            r.status
-        );
-    }
+    let r = send(
+        &app,
+        Method::POST,
+        "/tasks/01JF3Q8R5V2Z6X4W9YH7K1M0NB/run",
+        None,
+        &[],
+    )
+    .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found", None);
+    let r = send(&app, Method::POST, "/tasks/nope/run", None, &[]).await;
+    assert_error(
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        Some("task_id"),
+    );
 }
 
 #[tokio::test]
