@@ -39,9 +39,12 @@ async fn main() -> anyhow::Result<()> {
         server.pid
     );
     let prefix = receiver.url("/s/");
+    // `start_at` pins the first occurrence to the boundary: without it, creates that began
+    // less than `ahead` before the previous minute would have their first occurrence there.
+    let start = bench::rfc3339(boundary);
     let body = Arc::new(move |i: u64| {
         Bytes::from(format!(
-            r#"{{"cron":"* * * * *","task":{{"action":"webhook","payload":{{"url":"{prefix}{i}","data":{{"n":{i}}}}}}}}}"#
+            r#"{{"cron":"* * * * *","start_at":"{start}","task":{{"action":"webhook","payload":{{"url":"{prefix}{i}","data":{{"n":{i}}}}}}}}}"#
         ))
     });
     let load = bench::drive_to(&server, "/schedules", n, 64, body).await?;

@@ -8,7 +8,7 @@
 //! (naive) times only and chrono-tz resolves each match to an instant here. `every` is
 //! absolute time and ignores DST.
 
-use std::{fmt, str::FromStr};
+use std::{cell::RefCell, collections::HashMap, fmt, str::FromStr, sync::Arc};
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -29,7 +29,16 @@ const MAX_SKIPS: usize = 10_000;
 #[derive(Clone)]
 pub(crate) struct CronExpr {
     text: String,
-    cron: Box<Cron>,
+    cron: Arc<Cron>,
+}
+
+/// Parsed expressions by text, per thread: every claim of a schedule's occurrence decodes the
+/// schedule, and parsing its expression again cost more than the rest of the decoding
+/// (`make bench`, schedules). Cleared when it holds [`PARSED_CAP`] expressions.
+const PARSED_CAP: usize = 1024;
+
+thread_local! {
+    static PARSED: RefCell<HashMap<String, Arc<Cron>>> = RefCell::new(HashMap::new());
 }
 
 /// Each field's name and range, seconds first.
@@ -60,11 +69,26 @@ impl CronExpr {
                 "must be a cron expression of 5 fields, or 6 with seconds first",
             ));
         }
-        match parser().parse(text) {
-            Ok(cron) => Ok(Self {
+        if let Some(cron) = PARSED.with_borrow(|parsed| parsed.get(text).cloned()) {
+            return Ok(Self {
                 text: text.to_owned(),
-                cron: Box::new(cron),
-            }),
+                cron,
+            });
+        }
+        match parser().parse(text) {
+            Ok(cron) => {
+                let cron = Arc::new(cron);
+                PARSED.with_borrow_mut(|parsed| {
+                    if parsed.len() >= PARSED_CAP {
+                        parsed.clear();
+                    }
+                    parsed.insert(text.to_owned(), Arc::clone(&cron));
+                });
+                Ok(Self {
+                    text: text.to_owned(),
+                    cron,
+                })
+            }
             Err(e) => Err(ValidationError::new(field, Self::explain(text, &e))),
         }
     }
@@ -280,25 +304,29 @@ impl Plan {
         out
     }
 
-    /// How many occurrences fell in `(after, until]`, counting at most `cap`.
-    pub(crate) fn count_between(
+    /// One walk from `after` for a chain that moves on at `now`: how many occurrences fell
+    /// in `(after, now]` (counting at most `cap`), and the first occurrence after
+    /// `max(after, now)` (`None` when the plan has ended).
+    pub(crate) fn catch_up(
         &self,
         after: DateTime<Utc>,
-        until: DateTime<Utc>,
+        now: DateTime<Utc>,
         cap: u32,
-    ) -> u32 {
-        let mut n = 0;
+    ) -> (u32, Option<DateTime<Utc>>) {
+        let mut missed = 0;
         let mut at = after;
-        while n < cap {
+        loop {
             match self.next_after(at) {
-                Some(next) if next <= until => {
-                    n += 1;
+                Some(next) if next <= now => {
+                    if missed == cap {
+                        return (missed, self.next_after(now));
+                    }
+                    missed += 1;
                     at = next;
                 }
-                _ => break,
+                next => return (missed, next),
             }
         }
-        n
     }
 }
 

@@ -425,8 +425,22 @@ fn start_and_end_bound_the_plan() {
         Some(at("2026-05-17T12:01:30Z"))
     );
     assert_eq!(
-        p.count_between(at("2026-05-17T12:00:00Z"), at("2026-05-17T12:06:00Z"), 100),
-        4
+        p.catch_up(at("2026-05-17T12:00:00Z"), at("2026-05-17T12:06:00Z"), 100),
+        (4, Some(at("2026-05-17T12:07:30Z")))
+    );
+    // At the cap, the next occurrence is still the first after `now`.
+    assert_eq!(
+        p.catch_up(at("2026-05-17T12:00:00Z"), at("2026-05-17T12:06:00Z"), 2),
+        (2, Some(at("2026-05-17T12:07:30Z")))
+    );
+    // On time: nothing missed, the next one.
+    assert_eq!(
+        p.catch_up(
+            at("2026-05-17T12:00:00Z"),
+            at("2026-05-17T12:00:00.004Z"),
+            100
+        ),
+        (0, Some(at("2026-05-17T12:01:30Z")))
     );
 }
 

@@ -265,11 +265,18 @@ impl Schedule {
     /// Sets `pending` to the first occurrence after `after` (unless paused) and returns its
     /// task.
     fn plan_next(&mut self, after: DateTime<Utc>, now: DateTime<Utc>) -> Option<Task> {
+        let at = self.plan.next_after(after);
+        self.plan_at(at, now)
+    }
+
+    /// Sets `pending` to an occurrence at `at` (unless paused, or `at` is `None`) and returns
+    /// its task.
+    fn plan_at(&mut self, at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<Task> {
         self.pending = None;
         if self.paused {
             return None;
         }
-        let at = self.plan.next_after(after)?;
+        let at = at?;
         let task = self.occurrence_task(at, now, false);
         self.pending = Some(Pending {
             task_id: task.id,
@@ -335,7 +342,7 @@ impl Schedule {
             .as_ref()
             .map_or(claimed.run_at, |o| o.planned_at);
         let mut marked = claimed.clone();
-        let missed = self.plan.count_between(planned, now, Self::MAX_MISSED);
+        let (missed, next) = self.plan.catch_up(planned, now, Self::MAX_MISSED);
         if missed > 0
             && let Some(o) = marked.occurrence.as_mut()
         {
@@ -343,7 +350,7 @@ impl Schedule {
         }
         let mut s = self.bumped(now);
         s.last_task_id = Some(claimed.id);
-        let create = s.plan_next(planned.max(now), now);
+        let create = s.plan_at(next, now);
         if let Some(o) = marked.occurrence.as_mut() {
             o.next = s.pending;
         }

@@ -13,7 +13,7 @@ use crate::domain::{
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, PortError, TaskScan, TaskStore};
 
 mod reschedule;
-mod schedules;
+pub(crate) mod schedules;
 pub(crate) use reschedule::{
     a_move_races_a_cancel, a_move_races_the_claim, a_moved_task_is_found_at_its_new_time,
 };
