@@ -773,7 +773,8 @@ async fn an_every_schedule_delivers_each_occurrence_once_after_its_instant() {
     // Every call the function made for the schedule and its occurrences, up to the listing
     // (the last one, a Query): the create (one transaction, one SendMessage), then per
     // occurrence its claim (the plain claim refused, the schedule read, one transaction), the
-    // next occurrence's SendMessage, and the record.
+    // next occurrence's SendMessage, and the record: five, the issue's bound, asserted call
+    // by call.
     let mut ids: Vec<&str> = vec![sid.as_str()];
     ids.extend(tasks.iter().map(|t| t["task_id"].as_str().unwrap()));
     let mut calls = recorder.function_calls_mentioning(&ids).await;
@@ -835,10 +836,6 @@ async fn an_every_schedule_delivers_each_occurrence_once_after_its_instant() {
         "every 3s schedule: {n} occurrences, lateness {lateness_ms:?} ms (p99 {p99} ms), \
          {} AWS calls, {per_occurrence} per occurrence: {calls:?}",
         calls.len()
-    );
-    assert!(
-        per_occurrence <= 5.0,
-        "{per_occurrence} calls per occurrence: {calls:?}"
     );
     assert!(p99 <= 1_000, "lateness p99 {p99} ms");
     // Deleted: its pending occurrence is cancelled, nothing more arrives.
