@@ -49,6 +49,20 @@ pub(crate) struct ListQuery {
     pub(crate) after: Option<Cursor>,
 }
 
+#[cfg(test)]
+impl ListQuery {
+    /// The first 100 of `owner`'s tasks, only the occurrences of `schedule` when given.
+    pub(crate) fn first_page(owner: &Owner, schedule: Option<ScheduleId>) -> Self {
+        Self {
+            owner: owner.clone(),
+            status: None,
+            schedule_id: schedule,
+            limit: 100,
+            after: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Page {
     pub(crate) tasks: Vec<Task>,

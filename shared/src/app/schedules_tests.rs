@@ -92,13 +92,7 @@ fn pending_wake(s: &Schedule) -> (WakeUp, DateTime<Utc>) {
 
 async fn occurrences(rig: &Rig, id: ScheduleId) -> Vec<Task> {
     rig.scheduler
-        .list(&ListQuery {
-            owner: alice(),
-            status: None,
-            schedule_id: Some(id),
-            limit: 100,
-            after: None,
-        })
+        .list(&ListQuery::first_page(&alice(), Some(id)))
         .await
         .unwrap()
         .tasks

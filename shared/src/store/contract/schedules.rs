@@ -38,13 +38,7 @@ pub(crate) fn new_schedule(owner: &Owner, key: Option<&str>) -> (Schedule, Task)
 
 async fn occurrences(store: &Store, owner: &Owner, id: ScheduleId) -> Vec<Task> {
     store
-        .list(&ListQuery {
-            owner: owner.clone(),
-            status: None,
-            schedule_id: Some(id),
-            limit: 100,
-            after: None,
-        })
+        .list(&ListQuery::first_page(owner, Some(id)))
         .await
         .unwrap()
         .tasks
@@ -93,13 +87,7 @@ pub(crate) async fn schedules_are_kept_listed_and_idempotent(store: Store, _caps
     );
     // Schedules are not tasks: the owner's task listing has only the occurrences.
     let all = store
-        .list(&ListQuery {
-            owner: o.clone(),
-            status: None,
-            schedule_id: None,
-            limit: 100,
-            after: None,
-        })
+        .list(&ListQuery::first_page(&o, None))
         .await
         .unwrap()
         .tasks;
