@@ -390,16 +390,14 @@ impl Scheduler {
                 .await
                 .map(|()| Fired::DeadLetterSent)
         } else {
-            match task.wake() {
-                Some((at, wake)) => self
-                    .ports
-                    .waker
-                    .arm(wake, at)
-                    .await
-                    .map(|()| Fired::Rearmed)
-                    .map_err(AppError::from),
-                None => return Ok(None),
+            let Some((at, wake)) = task.wake() else {
+                return Ok(None);
+            };
+            let armed = self.ports.waker.arm(wake, at).await;
+            if armed.is_ok() {
+                self.note_rearmed(&task).await;
             }
+            armed.map(|()| Fired::Rearmed).map_err(AppError::from)
         };
         match &result {
             Ok(_) => {
@@ -413,6 +411,22 @@ impl Scheduler {
             }
         }
         result.map(Some)
+    }
+
+    /// Writes the sweeper's note that it re-armed `task` (its backoff,
+    /// [`Task::sweep_at`]), after the wake-up was armed: if this write fails or meets a
+    /// change, the task is only re-armed sooner next time (a duplicate wake-up is harmless);
+    /// the other order could leave a task with no wake-up and a backoff to wait out.
+    async fn note_rearmed(&self, task: &Task) {
+        let Some(noted) = task.rearmed_now(self.now()) else {
+            return;
+        };
+        match self.ports.store.update(&noted).await {
+            Ok(()) | Err(PortError::Conflict) => {}
+            Err(e) => {
+                warn!(task_id = %task.id, error = %e, "could not note the sweeper's re-arm; the task may be re-armed sooner");
+            }
+        }
     }
 
     /// Handles a wake-up that carries the time its attempt is due. A wake-up up to

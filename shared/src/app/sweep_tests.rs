@@ -455,3 +455,67 @@ async fn over_http_a_write_whose_arming_failed_is_answered_as_done() {
     );
     assert_eq!(rig.metrics.deferred.load(Ordering::SeqCst), 2);
 }
+
+/// The sweeper's backoff: a task whose wake-ups keep getting lost (queued behind a consumer
+/// that cannot keep up, or dropped) is re-armed 30, 60, 120, 240, 480 s apart, not on every
+/// sweep, which would add one more wake-up per stalled task to the backlog each time. An arm
+/// that fails is not backed off. Once the task moves on, its new pending instant is swept
+/// after the plain grace.
+#[tokio::test]
+async fn the_sweeper_backs_off_a_task_it_rearmed_until_the_task_moves() {
+    let rig = rig(ScriptedWebhook::default());
+    let t0 = rig.clock.now();
+    let t = create(&rig.scheduler, t0 + TimeDelta::seconds(10), 3).await;
+    let step = TimeDelta::seconds(5);
+    // Sweeps every 5 s up to `t0 + until`; the offsets (s) of the sweeps that re-armed.
+    let sweep_until = |until: i64| {
+        let rig = &rig;
+        async move {
+            let mut at = Vec::new();
+            while rig.clock.now() - t0 < TimeDelta::seconds(until) {
+                rig.clock.advance(step);
+                let swept = rig.sweep().await;
+                assert_eq!(swept.failed, 0, "{swept:?}");
+                if swept.rearmed > 0 {
+                    at.push((rig.clock.now() - t0).num_seconds());
+                }
+            }
+            at
+        }
+    };
+    // Due at 10 s: re-armed at 10 + 30, then 30, 60, 120, 240, 480 s apart.
+    assert_eq!(sweep_until(1000).await, vec![40, 70, 130, 250, 490, 970]);
+    let noted = rig.store.get(t.id).await.unwrap().unwrap().rearmed.unwrap();
+    assert_eq!((noted.count, noted.pending_at), (6, t.run_at));
+    // The gap stops doubling at 15 minutes (+ the grace): next due at 970 + 930 s. The arm
+    // fails then; the next sweep tries again.
+    rig.clock
+        .advance(t0 + TimeDelta::seconds(1900) - step - rig.clock.now());
+    assert_eq!(rig.sweep().await, Recovered::default());
+    rig.clock.advance(step);
+    rig.waker.down.store(true, Ordering::SeqCst);
+    assert_eq!(rig.sweep().await.failed, 1);
+    rig.waker.down.store(false, Ordering::SeqCst);
+    assert_eq!(sweep_until(1905).await, vec![1905]);
+    assert_eq!(rig.webhook.call_count(), 0, "the sweeper never delivers");
+    // The task moves on: claimed by a process that dies. Its lease end is swept after the
+    // grace, with no backoff left from before.
+    let ClaimOutcome::Claimed(running) = rig.store.claim(t.id, 1, rig.clock.now()).await.unwrap()
+    else {
+        panic!("claimable")
+    };
+    let first = running.lease_until.unwrap() + SWEEP_GRACE - t0;
+    let first = (first.num_milliseconds() + 4_999) / 5_000 * 5;
+    assert_eq!(sweep_until(first).await, vec![first]);
+    assert_eq!(
+        rig.store
+            .get(t.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .rearmed
+            .unwrap()
+            .count,
+        1
+    );
+}

@@ -26,6 +26,6 @@ pub(crate) use task::{
 };
 // Named outside the domain only by the DynamoDB item mapping.
 #[cfg(feature = "aws")]
-pub(crate) use task::{Attempt, DeadLetter};
+pub(crate) use task::{Attempt, DeadLetter, Rearmed};
 pub(crate) use time::{format_time, parse_time, to_millis};
 pub(crate) use webhook::{Action, HttpMethod, WebhookAction, WebhookHeaders, WebhookUrl};

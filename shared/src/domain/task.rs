@@ -223,6 +223,16 @@ pub(crate) struct TransitionError {
     pub(crate) rule: &'static str,
 }
 
+/// The sweeper's note on a task it re-armed: the instant it found the task stalled at
+/// ([`Task::pending_at`] then), how many times it has re-armed it there, and when last. A
+/// task that moves on has another pending instant, so the note no longer applies to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Rearmed {
+    pub(crate) pending_at: DateTime<Utc>,
+    pub(crate) count: u32,
+    pub(crate) at: DateTime<Utc>,
+}
+
 /// A scheduled webhook call and everything that happened to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Task {
@@ -257,6 +267,10 @@ pub(crate) struct Task {
     /// Set on a schedule's occurrences: which schedule, and the instant planned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) occurrence: Option<super::Occurrence>,
+    /// Set by the sweeper when it re-arms the task ([`Task::rearmed_now`]); internal, never
+    /// shown by the API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rearmed: Option<Rearmed>,
 }
 
 impl Task {
@@ -293,6 +307,7 @@ impl Task {
             dead_letter: None,
             local: new.local,
             occurrence: None,
+            rearmed: None,
         }
     }
 
@@ -345,12 +360,56 @@ impl Task {
         }
     }
 
+    /// The first gap the sweeper leaves after re-arming a task, before it may re-arm the same
+    /// stalled instant again, on top of the sweeper's grace; each further re-arm doubles the gap.
+    pub(crate) const REARM_BACKOFF: TimeDelta = TimeDelta::seconds(30);
+    /// The longest such gap.
+    pub(crate) const REARM_BACKOFF_MAX: TimeDelta = TimeDelta::minutes(15);
+
+    /// When the sweeper should look at the task: [`pending_at`](Self::pending_at), or, once
+    /// the sweeper has re-armed it at that same instant `n` times, the last re-arm plus
+    /// `REARM_BACKOFF · (2^(n-1) - 1)` (at most [`REARM_BACKOFF_MAX`](Self::REARM_BACKOFF_MAX)).
+    /// The re-arm's own write moved `updated_at`, which [`stalled`](Self::stalled) also
+    /// waits out, so with a grace of 30 s the re-arms of a task that stays stalled are 30,
+    /// 60, 120, 240 s... apart: a backlog (wake-ups queued behind a throttled consumer) is
+    /// not multiplied by one more wake-up per task on every sweep. The DynamoDB pending
+    /// index is keyed by this instant.
+    pub(crate) fn sweep_at(&self) -> Option<DateTime<Utc>> {
+        let pending = self.pending_at()?;
+        Some(match self.rearmed {
+            Some(r) if r.pending_at == pending && r.count > 0 => {
+                let doubling = 2_i32.saturating_pow(r.count.saturating_sub(1).min(16)) - 1;
+                let gap = (Self::REARM_BACKOFF * doubling).min(Self::REARM_BACKOFF_MAX);
+                pending.max(r.at + gap)
+            }
+            _ => pending,
+        })
+    }
+
     /// Whether the task should have moved by `cutoff` and nothing has touched it since: it
-    /// was pending at or before `cutoff` and last written at or before it. (A task written
-    /// after `cutoff`, such as one just created with a `run_at` in the past, is still in its
-    /// writer's hands.)
+    /// was due to the sweeper ([`sweep_at`](Self::sweep_at)) at or before `cutoff` and last
+    /// written at or before it. (A task written after `cutoff`, such as one just created
+    /// with a `run_at` in the past, is still in its writer's hands.)
     pub(crate) fn stalled(&self, cutoff: DateTime<Utc>) -> bool {
-        self.pending_at().is_some_and(|at| at <= cutoff) && self.updated_at <= cutoff
+        self.sweep_at().is_some_and(|at| at <= cutoff) && self.updated_at <= cutoff
+    }
+
+    /// The task with the sweeper's note that it re-armed it at `now` (one more time at the
+    /// same pending instant, or the first time at a new one); `None` when nothing is pending.
+    pub(crate) fn rearmed_now(&self, now: DateTime<Utc>) -> Option<Self> {
+        let pending_at = self.pending_at()?;
+        let count = match self.rearmed {
+            Some(r) if r.pending_at == pending_at => r.count.saturating_add(1),
+            _ => 1,
+        };
+        let mut t = self.bumped(now);
+        // Whole milliseconds, as every instant an index is keyed by.
+        t.rearmed = Some(Rearmed {
+            pending_at,
+            count,
+            at: to_millis(now),
+        });
+        Some(t)
     }
 
     /// Marks the dead letter sent; `None` when there is none waiting.

@@ -663,6 +663,49 @@ pub(crate) async fn overdue_names_what_should_be_moving(store: Store, _caps: Cap
     );
 }
 
+/// The sweeper's backoff ([`Task::sweep_at`]): a task it re-armed twice at the same pending
+/// instant is not named again before the backoff ends, and is from then on; the note is
+/// stored with the task. Once the task moves on (claimed by a process that then dies), its
+/// lease end counts, the old note no longer holds it back.
+pub(crate) async fn a_rearmed_task_waits_out_the_sweepers_backoff(store: Store, _caps: Caps) {
+    let o = owner();
+    let t = task(&o, t0(), None);
+    created(&store, &t).await;
+    let s = TimeDelta::seconds;
+    let first = t.rearmed_now(t0() + s(30)).unwrap();
+    store.update(&first).await.unwrap();
+    let second = first.rearmed_now(t0() + s(60)).unwrap();
+    store.update(&second).await.unwrap();
+    assert_eq!(store.get(t.id).await.unwrap().as_ref(), Some(&second));
+    let back = second.sweep_at().unwrap();
+    assert_eq!(
+        back,
+        t0() + s(90),
+        "re-armed twice: 30 s more than the last re-arm"
+    );
+    let ms = TimeDelta::milliseconds(1);
+    let named = |cutoff: DateTime<Utc>| {
+        let store = store.clone();
+        async move {
+            store
+                .overdue(cutoff, 100)
+                .await
+                .unwrap()
+                .iter()
+                .any(|x| x.id == t.id)
+        }
+    };
+    assert!(!named(back - ms).await, "within the backoff");
+    assert!(named(back).await);
+    let running = claimed(store.claim(t.id, 1, back).await.unwrap());
+    let lease = running.lease_until.unwrap();
+    assert!(!named(lease - ms).await);
+    assert!(
+        named(lease).await,
+        "the note was for the old pending instant"
+    );
+}
+
 /// Generates one `#[tokio::test]` per contract case for a store built by `$make` (an async
 /// expression yielding a [`Store`]) with capabilities `$caps`; attributes after them (such as
 /// `#[ignore = "..."]` for a store that needs an emulator) go on every case.
@@ -672,7 +715,7 @@ macro_rules! store_contract_tests {
             create_and_get, idempotent_create, claim_once_under_concurrency, retry_bookkeeping,
             claimable_at_the_exact_due_time, cancel_races, list_paging,
             idempotency_key_lasts_as_long_as_its_task, a_write_is_applied_once,
-            overdue_names_what_should_be_moving,
+            overdue_names_what_should_be_moving, a_rearmed_task_waits_out_the_sweepers_backoff,
             sub_millisecond_due_times_are_claimable_when_the_task_says,
             a_move_races_the_claim, a_move_races_a_cancel, a_moved_task_is_found_at_its_new_time,
             schedules_are_kept_listed_and_idempotent,

@@ -24,8 +24,10 @@
 //! # The pending index (the sweeper's)
 //! GSI `pending`, sparse, projection KEYS_ONLY: partition key `pending_shard` (S, `"00"` to
 //! `"15"`, the task id's low 4 bits, so a task always lands on one shard), sort key
-//! `pending_at` (N, [`Task::pending_at`] in epoch milliseconds, rounded up; index keys need
-//! not be unique). The two attributes are on an item only while its task needs moving
+//! `pending_at` (N, [`Task::sweep_at`] in epoch milliseconds, rounded up; index keys need
+//! not be unique): the instant the task should be moving, pushed back by the sweeper's
+//! backoff once it has re-armed the task there, so a sweep does not read again the tasks it
+//! has just re-armed. The two attributes are on an item only while its task needs moving
 //! (scheduled, running, or failed with its dead letter unsent): every `PutItem` writes the
 //! whole item from [`Record::of`], so a write that finishes a task removes them, and the claim
 //! sets them itself: `pending_at = lease_ms + now`, the very lease end DynamoDB computes for
@@ -80,8 +82,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{
-    Action, Attempt, Cursor, DeadLetter, IdempotencyKey, LocalRunAt, Owner, RetryPolicy, Status,
-    Task, TaskId, TimeoutSeconds,
+    Action, Attempt, Cursor, DeadLetter, IdempotencyKey, LocalRunAt, Owner, Rearmed, RetryPolicy,
+    Status, Task, TaskId, TimeoutSeconds,
 };
 use crate::ports::{ClaimOutcome, CreateOutcome, ListQuery, Page, PortError, TaskScan, TaskStore};
 
@@ -185,6 +187,9 @@ struct Record {
     /// `run_at_local` and `timezone`, when the client gave them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local: Option<LocalRunAt>,
+    /// The sweeper's note that it re-armed the task (its backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rearmed: Option<Rearmed>,
 }
 
 /// The idempotency-key item.
@@ -277,7 +282,7 @@ impl Record {
             owner_running: owner_status(&task.owner, Status::Running),
             run_at_id: run_at_id(task.run_at, task.id),
             pending_shard: task.pending_at().map(|_| pending_shard(task.id)),
-            pending_at: task.pending_at().map(ceil_ms),
+            pending_at: task.sweep_at().map(ceil_ms),
             retry: task.retry,
             timeout_seconds: task.timeout,
             attempts: task.attempts.clone(),
@@ -298,6 +303,7 @@ impl Record {
                 .is_finished()
                 .then(|| (task.updated_at + retention).timestamp()),
             local: task.local.clone(),
+            rearmed: task.rearmed,
         }
     }
 
@@ -324,6 +330,7 @@ impl Record {
             dead_letter: self.dead_letter,
             local: self.local,
             occurrence: self.occurrence,
+            rearmed: self.rearmed,
         }
     }
 }
@@ -682,7 +689,7 @@ impl TaskScan for DynamoStore {
         for read in reads {
             tasks.extend(read?);
         }
-        tasks.sort_by_key(|t| (t.pending_at(), t.id));
+        tasks.sort_by_key(|t| (t.sweep_at(), t.id));
         Ok(tasks)
     }
 }

@@ -628,7 +628,12 @@ fn savepoint(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// The sweeper reads two indexes, never the table: `tasks_wake` for scheduled and running
 /// tasks (its key is [`Task::pending_at`] rounded up, as [`wake_key`] makes it), and the
-/// partial `tasks_dead_letter_unsent` for failed tasks whose dead letter waits.
+/// partial `tasks_dead_letter_unsent` for failed tasks whose dead letter waits. A task the
+/// sweeper re-armed recently ([`Task::sweep_at`] later than the cutoff) is read and left out:
+/// the index key is also the local timer's, which the backoff must not move. (So, unlike
+/// DynamoDB's index, a backlog of more than `limit` such tasks hides the ones behind it
+/// until their backoff ends; on the local host, whose timer loses no wake-up, a re-arm is
+/// rare.)
 #[async_trait]
 impl TaskScan for SqliteStore {
     async fn overdue(&self, cutoff: DateTime<Utc>, limit: usize) -> Result<Vec<Task>, PortError> {
@@ -655,7 +660,14 @@ impl TaskScan for SqliteStore {
                  WHERE wake_at IS NOT NULL AND wake_at <= ?1 ORDER BY wake_at, id LIMIT ?2",
             )?;
             for body in st.query_map(params![cutoff_ms, room], |r| r.get::<_, String>(0))? {
-                tasks.push(decode(body?)?);
+                // The index holds the pending instant; the sweeper's backoff is in the body.
+                let task = decode(body?)?;
+                if task
+                    .sweep_at()
+                    .is_some_and(|at| wake_key(at).timestamp_millis() <= cutoff_ms)
+                {
+                    tasks.push(task);
+                }
             }
             Ok(tasks)
         })
