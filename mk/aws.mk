@@ -15,13 +15,14 @@ LAMBDA_ARCH_FLAG = $(LAMBDA_ARCH_FLAG_$(ARCH))
 LAMBDA_BOOTSTRAP := target/lambda/task-scheduler/bootstrap
 # cargo lambda finds zig through the venv's python (ziglang) and itself on PATH.
 VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
-# What test-aws runs with moto up: the tests a plain `cargo test` reports as ignored (every
+# What test-aws runs with moto up: the check of scripts/moto_server.py's transactions, the tests a plain `cargo test` reports as ignored (every
 # `#[ignore]` test in shared needs moto: the store contract on DynamoDB, the Scheduler + SQS
 # waker; but the croniter oracle's, which needs `make test-cron-oracle`'s file and runs there), then the cloud rehearsal (the built binary on cargo lambda's Runtime API). Asked
 # for with --ignored, they fail without the emulator instead of skipping. `--workspace`, and
 # the filters pick the tests: with `-p` cargo would resolve other features and compile
 # shared and the AWS SDK again (see BUILD_FOR_TESTS in the Makefile).
-AWS_TESTS = $(CARGO) test --workspace --lib -- --ignored --skip croniter_oracle_agrees && \
+AWS_TESTS = $(VENV)/bin/python scripts/check_moto_server.py && \
+  $(CARGO) test --workspace --lib -- --ignored --skip croniter_oracle_agrees && \
   $(CARGO) test --workspace --test aws_rehearsal -- --ignored --nocapture
 # The rehearsal plays moments hours ahead by moving the function's wall clock with
 # libfaketime (LD_PRELOAD), from the test side: nothing in the binary knows about it.
@@ -33,7 +34,7 @@ APT_SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
 test-aws: $(VENV)/.stamp $(LIBFAKETIME) ## AWS path on moto server: store contract, wake-ups, cloud rehearsal (starts and stops moto)
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
-	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(AWS_TESTS)'
+	  scripts/with-moto.sh $(VENV)/bin/python bash -c '$(AWS_TESTS)'
 
 # Installed only when missing (a fresh CI machine runs as root); the package index is
 # refreshed only if the first attempt cannot find the package.
@@ -59,14 +60,14 @@ CHAOS_TEST = $(CARGO) test --workspace --test chaos -- --ignored --nocapture
 test-chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, bounded (300 tasks) + the local host's full disk: writes integration-tests/chaos-report.md
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
-	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(CHAOS_TEST)'
+	  scripts/with-moto.sh $(VENV)/bin/python bash -c '$(CHAOS_TEST)'
 	$(FULL_DISK_TEST)
 
 chaos: $(VENV)/.stamp $(LIBFAKETIME) ## Fault-injection rehearsal, long (CHAOS_TASKS=1000 by default)
 	$(BUILD_FOR_TESTS)
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" LIBFAKETIME="$(LIBFAKETIME)" \
 	  CHAOS_TASKS=$${CHAOS_TASKS:-1000} CHAOS_CREATE_SECS=$${CHAOS_CREATE_SECS:-80} \
-	  scripts/with-moto.sh $(VENV)/bin/moto_server bash -c '$(CHAOS_TEST)'
+	  scripts/with-moto.sh $(VENV)/bin/python bash -c '$(CHAOS_TEST)'
 # The local host's half (integration-tests/tests/crash.rs, ignored tests): a full disk, the
 # data directory on a small tmpfs mounted in a private mount namespace (root: unshare -m).
 FULL_DISK_TEST = $(APT_SUDO) unshare -m --propagation private env PATH="$$PATH" \

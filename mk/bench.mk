@@ -59,7 +59,7 @@ bench-aws: $(VENV)/.stamp $(LIBFAKETIME) ## Lambda figures: bootstrap size, cold
 	cp $(LAMBDA_BOOTSTRAP) $(BENCH_LAMBDA_DIR)/arm64/bootstrap
 	$(VENV_PATH) CARGO_LAMBDA="$(abspath $(VENV))/bin/cargo-lambda" \
 	  $(BENCH_TARGET_DIR)/release/coldstart --x86 $(BENCH_LAMBDA_DIR)/x86_64/bootstrap --arm64 $(BENCH_LAMBDA_DIR)/arm64/bootstrap
-	$(VENV_PATH) LIBFAKETIME="$(LIBFAKETIME)" scripts/with-moto.sh $(VENV)/bin/moto_server \
+	$(VENV_PATH) LIBFAKETIME="$(LIBFAKETIME)" scripts/with-moto.sh $(VENV)/bin/python \
 	  $(BENCH_TARGET_DIR)/release/aws --bootstrap $(BENCH_LAMBDA_DIR)/x86_64/bootstrap
 	$(VENV)/bin/python bench/report.py bench/results
 

@@ -4,17 +4,22 @@
 # Ctrl-C). Exports what the AWS SDK and the tests need: AWS_ENDPOINT_URL, dummy credentials,
 # and AWS_REGION.
 #
-#   scripts/with-moto.sh MOTO_SERVER_BIN command args...
+#   scripts/with-moto.sh PYTHON command args...
+#
+# PYTHON is the dev venv's interpreter, with moto installed; the server is
+# scripts/moto_server.py: moto's own, with DynamoDB transactions rolled back item by item (see
+# that file for why).
 set -euo pipefail
-moto_bin=$1; shift
+python_bin=$1; shift
+server=$(cd "$(dirname "$0")" && pwd)/moto_server.py
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
-moto_bin=$(cd "$(dirname "$moto_bin")" && pwd)/$(basename "$moto_bin")
+python_bin=$(cd "$(dirname "$python_bin")" && pwd)/$(basename "$python_bin")
 work=$(mktemp -d -t moto.XXXXXX)
 log=$work/moto.log
 # Its own directory: the request recorder (used by the rehearsal to count AWS calls) writes
 # there, not into the checkout.
-(cd "$work" && MOTO_RECORDER_FILEPATH="$work/recording" exec "$moto_bin" -H 127.0.0.1 -p "$port") >"$log" 2>&1 &
+(cd "$work" && MOTO_RECORDER_FILEPATH="$work/recording" exec "$python_bin" "$server" -H 127.0.0.1 -p "$port") >"$log" 2>&1 &
 moto_pid=$!
 stop() {
   kill "$moto_pid" 2>/dev/null || true
