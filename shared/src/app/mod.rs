@@ -65,6 +65,13 @@ const SWEEP_CONCURRENCY: usize = 16;
 /// rather than drop the wake-up, and not at once, which could loop.
 pub(crate) const RECLAIM_AFTER_REFUSAL: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
+/// How many times a transition re-reads and re-decides after losing a race.
+const TRANSITION_TRIES: usize = 5;
+
+fn changing_too_fast() -> AppError {
+    AppError::Unavailable("task is changing too fast; try again".into())
+}
+
 /// What a sweep did ([`Scheduler::recover`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Recovered {
@@ -251,9 +258,27 @@ impl Scheduler {
     }
 
     pub(crate) async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
-        let task = self
-            .transition(owner, id, None, |t, now| t.retry_failed(now))
-            .await?;
+        let mut task = None;
+        for _ in 0..TRANSITION_TRIES {
+            let current = self.get(owner, id).await?;
+            // A failure whose dead letter is not sent yet (its send failed; the wake-up's
+            // redelivery or the sweeper would send it) keeps it: reviving clears it, so it is
+            // sent first. If that fails, nothing changed. (A second send of the same failure
+            // is dropped by the failed-tasks queue's deduplication id.)
+            if current.status == Status::Failed
+                && current.dead_letter.as_ref().is_some_and(|d| !d.sent)
+            {
+                self.ports.dead_letters.send(&current).await?;
+            }
+            if let Some(revived) = self
+                .try_transition(&current, |t, now| t.retry_failed(now))
+                .await?
+            {
+                task = Some(revived);
+                break;
+            }
+        }
+        let task = task.ok_or_else(changing_too_fast)?;
         // Revived and written: the retry took effect whether or not its wake-up is armed.
         self.arm_or_defer(&task).await;
         info!(task_id = %id, attempt = task.attempt_number(), "failed task re-armed");
@@ -271,21 +296,31 @@ impl Scheduler {
         pending_guard: Option<&str>,
         f: impl Fn(&Task, DateTime<Utc>) -> Result<Task, crate::domain::TransitionError>,
     ) -> Result<Task, AppError> {
-        for _ in 0..5 {
+        for _ in 0..TRANSITION_TRIES {
             let current = self.get(owner, id).await?;
             if let Some(instead) = pending_guard {
                 self.refuse_pending_occurrence(&current, instead).await?;
             }
-            let next = f(&current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
-            match self.ports.store.update(&next).await {
-                Ok(()) => return Ok(next),
-                Err(PortError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+            if let Some(next) = self.try_transition(&current, &f).await? {
+                return Ok(next);
             }
         }
-        Err(AppError::Unavailable(
-            "task is changing too fast; try again".into(),
-        ))
+        Err(changing_too_fast())
+    }
+
+    /// One try of [`transition`](Self::transition) on the task as read: the written task,
+    /// or `None` when a concurrent write won (read again and re-decide).
+    async fn try_transition(
+        &self,
+        current: &Task,
+        f: impl Fn(&Task, DateTime<Utc>) -> Result<Task, crate::domain::TransitionError>,
+    ) -> Result<Option<Task>, AppError> {
+        let next = f(current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
+        match self.ports.store.update(&next).await {
+            Ok(()) => Ok(Some(next)),
+            Err(PortError::Conflict) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn arm_current(&self, task: &Task) -> Result<(), AppError> {

@@ -519,3 +519,41 @@ async fn the_sweeper_backs_off_a_task_it_rearmed_until_the_task_moves() {
         1
     );
 }
+
+/// `/retry` racing an unsent dead letter: the task failed and sending its dead letter failed,
+/// so the dead letter waits for the wake-up's redelivery or the sweeper. A `/retry` in that
+/// window sends it first (reviving the task clears it); if that send fails too, the retry
+/// changes nothing. Each failure keeps exactly one dead letter.
+#[tokio::test]
+async fn a_retry_sends_the_dead_letter_its_failure_has_not_sent_yet() {
+    let rig = rig(ScriptedWebhook::answering(&[
+        RetryHint::Permanent,
+        RetryHint::Success,
+    ]));
+    let t = create(&rig.scheduler, rig.clock.now(), 1).await;
+    rig.clock.advance(TimeDelta::milliseconds(1));
+    rig.dead_letters.down.store(true, Ordering::SeqCst);
+    assert!(rig.scheduler.fire(wake(&t)).await.is_err());
+    let failed = rig.store.get(t.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, Status::Failed);
+    assert!(!failed.dead_letter.as_ref().unwrap().sent);
+    // The queue is still down: the retry is refused and nothing changed.
+    let refused = rig.scheduler.retry(&alice(), t.id).await;
+    assert!(
+        matches!(refused, Err(AppError::Unavailable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(rig.store.get(t.id).await.unwrap().unwrap(), failed);
+    // Up again: the dead letter goes first, then the task is revived and delivered.
+    rig.dead_letters.down.store(false, Ordering::SeqCst);
+    let revived = rig.scheduler.retry(&alice(), t.id).await.unwrap();
+    assert_eq!(revived.status, Status::Scheduled);
+    assert_eq!(*rig.dead_letters.sent.lock().unwrap(), vec![t.id]);
+    assert_eq!(
+        rig.scheduler.fire(wake(&revived)).await.unwrap(),
+        Fired::Delivered(Next::Completed)
+    );
+    rig.clock.advance(SWEEP_GRACE + TimeDelta::seconds(1));
+    assert_eq!(rig.sweep().await, Recovered::default());
+    assert_eq!(rig.dead_letters.sent.lock().unwrap().len(), 1);
+}
