@@ -987,7 +987,7 @@ async fn nothing_acknowledged_is_lost_under_faults() {
     // The report.
     let mut r = String::new();
     r.push_str(&format!(
-        "## Fault-injection rehearsal (`make test-chaos`)\n\nSeed {} · {} tasks ({} acknowledged) · sweep every {:?} · {} execution environments · {} s\n\n",
+        "## Fault-injection rehearsal (`integration-tests/tests/chaos.rs`: `make test-chaos`, or `make chaos` for 1,000 tasks)\n\nSeed {} · {} tasks ({} acknowledged) · sweep every {:?} · {} execution environments · {} s\n\n",
         cfg.seed,
         entries.len(),
         acked.len(),
