@@ -39,7 +39,8 @@ pub(crate) const EARLY_WAKE_WAIT: chrono::TimeDelta = chrono::TimeDelta::seconds
 pub(crate) const RETRY_FAILED_WAKE: chrono::TimeDelta = chrono::TimeDelta::seconds(61);
 
 /// What to do instead of cancelling a schedule's pending occurrence on its own.
-const PENDING_OCCURRENCE_CANCEL: Option<&str> = Some("pause or delete the schedule instead");
+const PENDING_OCCURRENCE_CANCEL: Before =
+    Before::RefusePendingOccurrence("pause or delete the schedule instead");
 
 /// How long past the moment a task should have moved ([`Task::pending_at`]) the sweeper
 /// leaves it to the wake-up already on its way, before re-arming it. Normal wake-ups arrive
@@ -65,11 +66,17 @@ const SWEEP_CONCURRENCY: usize = 16;
 /// rather than drop the wake-up, and not at once, which could loop.
 pub(crate) const RECLAIM_AFTER_REFUSAL: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
-/// How many times a transition re-reads and re-decides after losing a race.
-const TRANSITION_TRIES: usize = 5;
-
-fn changing_too_fast() -> AppError {
-    AppError::Unavailable("task is changing too fast; try again".into())
+/// What [`Scheduler::transition`] checks or does on the task as read, before deciding.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    /// A schedule's pending occurrence is refused (`409` saying what to do instead); the
+    /// schedule is read only for a task that is an occurrence.
+    RefusePendingOccurrence(&'static str),
+    /// A failure whose dead letter is not sent yet (its send failed; the wake-up's redelivery
+    /// or the sweeper would send it) keeps it: reviving clears it, so it is sent first, and
+    /// if that fails nothing changed. (A second send of the same failure is dropped by the
+    /// failed-tasks queue's deduplication id.)
+    SendUnsentDeadLetter,
 }
 
 /// What a sweep did ([`Scheduler::recover`]).
@@ -258,69 +265,50 @@ impl Scheduler {
     }
 
     pub(crate) async fn retry(&self, owner: &Owner, id: TaskId) -> Result<Task, AppError> {
-        let mut task = None;
-        for _ in 0..TRANSITION_TRIES {
-            let current = self.get(owner, id).await?;
-            // A failure whose dead letter is not sent yet (its send failed; the wake-up's
-            // redelivery or the sweeper would send it) keeps it: reviving clears it, so it is
-            // sent first. If that fails, nothing changed. (A second send of the same failure
-            // is dropped by the failed-tasks queue's deduplication id.)
-            if current.status == Status::Failed
-                && current.dead_letter.as_ref().is_some_and(|d| !d.sent)
-            {
-                self.ports.dead_letters.send(&current).await?;
-            }
-            if let Some(revived) = self
-                .try_transition(&current, |t, now| t.retry_failed(now))
-                .await?
-            {
-                task = Some(revived);
-                break;
-            }
-        }
-        let task = task.ok_or_else(changing_too_fast)?;
+        let task = self
+            .transition(owner, id, Before::SendUnsentDeadLetter, |t, now| {
+                t.retry_failed(now)
+            })
+            .await?;
         // Revived and written: the retry took effect whether or not its wake-up is armed.
         self.arm_or_defer(&task).await;
         info!(task_id = %id, attempt = task.attempt_number(), "failed task re-armed");
         Ok(task)
     }
 
-    /// Read, apply a pure transition, write conditionally; a lost race is re-read and
-    /// re-decided, so a 409 always reflects the status that won. With `pending_guard`, a
-    /// schedule's pending occurrence is refused (`409` saying what to do instead); the
-    /// schedule is read only for a task that is an occurrence.
+    /// Read, do what `before` says, apply a pure transition, write conditionally; a lost
+    /// race is re-read and re-decided, so a 409 always reflects the status that won.
     async fn transition(
         &self,
         owner: &Owner,
         id: TaskId,
-        pending_guard: Option<&str>,
+        before: Before,
         f: impl Fn(&Task, DateTime<Utc>) -> Result<Task, crate::domain::TransitionError>,
     ) -> Result<Task, AppError> {
-        for _ in 0..TRANSITION_TRIES {
+        for _ in 0..5 {
             let current = self.get(owner, id).await?;
-            if let Some(instead) = pending_guard {
-                self.refuse_pending_occurrence(&current, instead).await?;
+            match before {
+                Before::RefusePendingOccurrence(instead) => {
+                    self.refuse_pending_occurrence(&current, instead).await?;
+                }
+                Before::SendUnsentDeadLetter => {
+                    if current.status == Status::Failed
+                        && current.dead_letter.as_ref().is_some_and(|d| !d.sent)
+                    {
+                        self.ports.dead_letters.send(&current).await?;
+                    }
+                }
             }
-            if let Some(next) = self.try_transition(&current, &f).await? {
-                return Ok(next);
+            let next = f(&current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
+            match self.ports.store.update(&next).await {
+                Ok(()) => return Ok(next),
+                Err(PortError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        Err(changing_too_fast())
-    }
-
-    /// One try of [`transition`](Self::transition) on the task as read: the written task,
-    /// or `None` when a concurrent write won (read again and re-decide).
-    async fn try_transition(
-        &self,
-        current: &Task,
-        f: impl Fn(&Task, DateTime<Utc>) -> Result<Task, crate::domain::TransitionError>,
-    ) -> Result<Option<Task>, AppError> {
-        let next = f(current, self.now()).map_err(|e| AppError::Conflict(e.to_string()))?;
-        match self.ports.store.update(&next).await {
-            Ok(()) => Ok(Some(next)),
-            Err(PortError::Conflict) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        Err(AppError::Unavailable(
+            "task is changing too fast; try again".into(),
+        ))
     }
 
     async fn arm_current(&self, task: &Task) -> Result<(), AppError> {

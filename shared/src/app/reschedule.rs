@@ -13,14 +13,15 @@
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
-use super::{AppError, Scheduler};
+use super::{AppError, Before, Scheduler};
 use crate::domain::{LocalRunAt, Owner, Task, TaskId, format_time};
 
 /// What to do instead of moving, or running now, a schedule's pending occurrence.
-const PENDING_OCCURRENCE_MOVE: Option<&str> =
-    Some("change the schedule (PATCH /schedules/{schedule_id}) instead");
-const PENDING_OCCURRENCE_RUN: Option<&str> =
-    Some("trigger the schedule (POST /schedules/{schedule_id}/trigger) instead");
+const PENDING_OCCURRENCE_MOVE: Before =
+    Before::RefusePendingOccurrence("change the schedule (PATCH /schedules/{schedule_id}) instead");
+const PENDING_OCCURRENCE_RUN: Before = Before::RefusePendingOccurrence(
+    "trigger the schedule (POST /schedules/{schedule_id}/trigger) instead",
+);
 
 impl Scheduler {
     /// Moves a `scheduled` task to `at` (`local`: the local time and zone it was given as).

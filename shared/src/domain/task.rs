@@ -377,7 +377,7 @@ impl Task {
     pub(crate) fn sweep_at(&self) -> Option<DateTime<Utc>> {
         let pending = self.pending_at()?;
         Some(match self.rearmed {
-            Some(r) if r.pending_at == pending && r.count > 0 => {
+            Some(r) if r.pending_at == pending => {
                 let doubling = 2_i32.saturating_pow(r.count.saturating_sub(1).min(16)) - 1;
                 let gap = (Self::REARM_BACKOFF * doubling).min(Self::REARM_BACKOFF_MAX);
                 pending.max(r.at + gap)
