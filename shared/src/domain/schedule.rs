@@ -72,6 +72,7 @@ impl From<ScheduleId> for String {
 pub(crate) struct Occurrence {
     pub(crate) schedule_id: ScheduleId,
     /// The instant the plan gave it (for a trigger, the instant it was asked for).
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) planned_at: DateTime<Utc>,
     /// Set when this occurrence was claimed more than one period late: it stands for every
     /// occurrence of the missed span, this many of them after itself, which are not run.
@@ -103,8 +104,11 @@ struct PlanRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     every: Option<String>,
     timezone: String,
+    #[serde(default, with = "crate::domain::time::stored::option")]
     start_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "crate::domain::time::stored::option")]
     end_at: Option<DateTime<Utc>>,
+    #[serde(with = "crate::domain::time::stored")]
     anchor: DateTime<Utc>,
 }
 
@@ -152,6 +156,7 @@ impl TryFrom<PlanRepr> for Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Pending {
     pub(crate) task_id: TaskId,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) at: DateTime<Utc>,
 }
 
@@ -167,7 +172,9 @@ pub(crate) struct Schedule {
     pub(crate) pending: Option<Pending>,
     /// The occurrence claimed (or triggered) last.
     pub(crate) last_task_id: Option<TaskId>,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) updated_at: DateTime<Utc>,
     /// Bumped by every change; stores write conditionally on the previous value.
     pub(crate) version: u64,

@@ -130,7 +130,9 @@ pub(crate) enum AttemptOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Attempt {
     pub(crate) number: u32,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) started_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) finished_at: DateTime<Utc>,
     pub(crate) outcome: AttemptOutcome,
     pub(crate) status_code: Option<u16>,
@@ -175,6 +177,7 @@ impl Delivery {
 /// sent to the dead-letter queue).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DeadLetter {
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) recorded_at: DateTime<Utc>,
     pub(crate) attempts: u32,
     pub(crate) last_error: String,
@@ -228,8 +231,10 @@ pub(crate) struct TransitionError {
 /// task that moves on has another pending instant, so the note no longer applies to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Rearmed {
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) pending_at: DateTime<Utc>,
     pub(crate) count: u32,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) at: DateTime<Utc>,
 }
 
@@ -240,6 +245,7 @@ pub(crate) struct Task {
     pub(crate) owner: Owner,
     #[serde(flatten)]
     pub(crate) action: Action,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) run_at: DateTime<Utc>,
     pub(crate) retry: RetryPolicy,
     pub(crate) timeout: TimeoutSeconds,
@@ -248,11 +254,15 @@ pub(crate) struct Task {
     /// Attempts recorded before the current budget began (`/retry` starts a fresh budget).
     pub(crate) budget_start: u32,
     /// When the current attempt is (or was, while running) due.
+    #[serde(default, with = "crate::domain::time::stored::option")]
     pub(crate) next_attempt_at: Option<DateTime<Utc>>,
     /// While running: the claim's lease. A wake-up after it may re-claim the attempt, so a
     /// crash mid-delivery is recovered (at-least-once) and a live delivery is never doubled.
+    #[serde(default, with = "crate::domain::time::stored::option")]
     pub(crate) lease_until: Option<DateTime<Utc>>,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) created_at: DateTime<Utc>,
+    #[serde(with = "crate::domain::time::stored")]
     pub(crate) updated_at: DateTime<Utc>,
     /// Bumped by every transition; stores write conditionally on the previous value.
     pub(crate) version: u64,
