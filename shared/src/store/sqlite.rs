@@ -34,6 +34,9 @@ type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 /// A write. Given `Err(why)` when it cannot be run at all, so that its caller is told why.
 type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> Ran + Send>;
 
+/// Work for the planner thread, on its connection.
+type Plan = Box<dyn FnOnce(&Connection) + Send>;
+
 /// A job that has run: whether its writes are to be kept, and how to answer it.
 struct Ran {
     ok: bool,
@@ -69,6 +72,9 @@ pub(crate) struct SqliteStore {
 struct Inner {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
+    /// The planner thread's queue: claims to decide (read, decide, encode) on its own
+    /// connection, so that the writer thread, which every write waits for, only writes.
+    plans: mpsc::Sender<Plan>,
     readers: Mutex<Vec<Connection>>,
     /// Held while any handle to the store lives; released when the last one drops.
     _lock: std::fs::File,
@@ -196,8 +202,9 @@ fn get_task(conn: &Connection, id: TaskId) -> rusqlite::Result<Option<Task>> {
         .transpose()
 }
 
-/// The indexed columns of a task, stored beside its JSON body.
+/// The indexed columns of a task, stored beside its JSON body: the row to write, encoded.
 struct Columns {
+    id: String,
     owner: String,
     status: &'static str,
     run_at: i64,
@@ -212,6 +219,7 @@ struct Columns {
 impl Columns {
     fn of(task: &Task) -> Result<Self, PortError> {
         Ok(Self {
+            id: task.id.to_string(),
             owner: task.owner.to_string(),
             status: task.status.as_str(),
             run_at: task.run_at.timestamp_millis(),
@@ -220,13 +228,26 @@ impl Columns {
             key: task.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             schedule_id: task.occurrence.as_ref().map(|o| o.schedule_id.to_string()),
             version: i64::try_from(task.version).map_err(unavailable)?,
-            body: serde_json::to_string(task).map_err(unavailable)?,
+            body: encode(task)?,
         })
     }
 }
 
+/// A task or schedule as its JSON body, in a buffer the size of a typical one (serde_json's
+/// own starts at 128 bytes and is copied as it doubles).
+fn encode(value: &impl serde::Serialize) -> Result<String, PortError> {
+    let mut body = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut body, value).map_err(unavailable)?;
+    String::from_utf8(body).map_err(unavailable)
+}
+
 fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
+    insert_row(conn, &Columns::of(task)?)
+}
+
+fn insert_row(conn: &Connection, row: &Columns) -> Result<CreateOutcome, PortError> {
     let Columns {
+        id,
         owner,
         status,
         run_at,
@@ -236,7 +257,7 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
         schedule_id,
         version,
         body,
-    } = Columns::of(task)?;
+    } = row;
     let res = conn
         .prepare_cached(
             "INSERT INTO tasks (id, owner, status, run_at, wake_at, attempt, idempotency_key, version, body,
@@ -244,7 +265,7 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .and_then(|mut st| {
-            st.execute(params![task.id.to_string(), owner, status, run_at, wake_at, attempt, key, version, body,
+            st.execute(params![id, owner, status, run_at, wake_at, attempt, key, version, body,
                                schedule_id])
         });
     match res {
@@ -264,7 +285,13 @@ fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
 }
 
 fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
+    replace_row(conn, &Columns::of(task)?)
+}
+
+/// Replaces the task if its stored version is `row.version - 1`.
+fn replace_row(conn: &Connection, row: &Columns) -> Result<(), PortError> {
     let Columns {
+        id,
         status,
         run_at,
         wake_at,
@@ -272,8 +299,7 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
         version,
         body,
         ..
-    } = Columns::of(task)?;
-    let id = task.id.to_string();
+    } = row;
     // Most writes (claim, outcome) keep `run_at`: leaving it out of the SET clause spares
     // SQLite the rewrite of the two indexes ordered by it (`make bench`, schedules). A move
     // (`PATCH`, `/run`) changes it, and lists are ordered by it: then the second statement.
@@ -296,36 +322,104 @@ fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
             })
             .map_err(unavailable)?;
     }
-    if changed == 1 {
-        Ok(())
-    } else {
-        Err(PortError::Conflict)
+    one_row(changed)
+}
+
+/// What a claim found, decided on one connection and written on the writer's.
+enum Decision {
+    /// No such task.
+    Unknown,
+    /// The task as read, which refuses the claim.
+    Refused(Box<Task>),
+    Claim(Box<ClaimPlan>),
+}
+
+/// A claim decided: the rows to write, encoded, each written on the condition that the
+/// stored version is still the one it was decided on. When the task is its schedule's pending
+/// occurrence, the chain moves on in the claim's transaction: the next occurrence is inserted
+/// and the schedule points at it ([`Schedule::advance`]); the claimed task carries its
+/// catch-up mark.
+struct ClaimPlan {
+    /// Whether the conditional writes cover everything the decision read: not when it read
+    /// a schedule and left it as it was (gone, or this task no longer its pending
+    /// occurrence).
+    covered: bool,
+    claimed: Columns,
+    schedule: Option<ScheduleRow>,
+    create: Option<Columns>,
+    outcome: Task,
+}
+
+fn decide_claim(
+    conn: &Connection,
+    id: TaskId,
+    attempt: u32,
+    now: DateTime<Utc>,
+) -> Result<Decision, PortError> {
+    let Some(task) = get_task(conn, id).map_err(unavailable)? else {
+        return Ok(Decision::Unknown);
+    };
+    let Ok(running) = task.claim(attempt, now) else {
+        return Ok(Decision::Refused(Box::new(task)));
+    };
+    let (mut covered, mut schedule, mut create) = (true, None, None);
+    let outcome = match task.occurrence.as_ref().filter(|_| task.may_move_chain()) {
+        None => running,
+        Some(occurrence) => {
+            let found = get_schedule(conn, occurrence.schedule_id).map_err(unavailable)?;
+            match found.and_then(|s| s.advance(&running, now)) {
+                None => {
+                    covered = false;
+                    running
+                }
+                Some((next, marked)) => {
+                    schedule = Some(ScheduleRow::of(&next.schedule)?);
+                    create = next.create.as_ref().map(Columns::of).transpose()?;
+                    marked
+                }
+            }
+        }
+    };
+    Ok(Decision::Claim(Box::new(ClaimPlan {
+        covered,
+        claimed: Columns::of(&outcome)?,
+        schedule,
+        create,
+        outcome,
+    })))
+}
+
+impl ClaimPlan {
+    /// Writes the claim; `Conflict` when the task or its schedule changed since it was
+    /// decided (the task first, so that its conflict leaves nothing written).
+    fn write(self, conn: &Connection) -> Result<ClaimOutcome, PortError> {
+        replace_row(conn, &self.claimed)?;
+        if let Some(schedule) = &self.schedule {
+            update_schedule_row(conn, schedule)?;
+        }
+        if let Some(next) = &self.create {
+            insert_row(conn, next)?;
+        }
+        Ok(ClaimOutcome::Claimed(self.outcome))
     }
 }
 
-/// When `task` is its schedule's pending occurrence, moves the chain on in the claim's
-/// transaction: the next occurrence is inserted and the schedule points at it
-/// ([`Schedule::advance`]). Returns the claimed task to write (with its catch-up mark).
-fn advance_chain(
+/// A claim decided and written on the writer, where nothing can interleave.
+fn claim_on(
     conn: &Connection,
-    task: &Task,
-    running: Task,
+    id: TaskId,
+    attempt: u32,
     now: DateTime<Utc>,
-) -> Result<Task, PortError> {
-    let Some(occurrence) = task.occurrence.as_ref().filter(|_| task.may_move_chain()) else {
-        return Ok(running);
-    };
-    let Some(schedule) = get_schedule(conn, occurrence.schedule_id).map_err(unavailable)? else {
-        return Ok(running);
-    };
-    let Some((next, marked)) = schedule.advance(&running, now) else {
-        return Ok(running);
-    };
-    replace_schedule(conn, &next.schedule, false)?;
-    if let Some(t) = &next.create {
-        insert(conn, t)?;
+) -> Result<ClaimOutcome, PortError> {
+    match decide_claim(conn, id, attempt, now)? {
+        Decision::Unknown => Ok(ClaimOutcome::Rejected(None)),
+        Decision::Refused(task) => Ok(ClaimOutcome::Rejected(Some(*task))),
+        Decision::Claim(plan) => plan.write(conn),
     }
-    Ok(marked)
+}
+
+fn version_of(version: u64) -> Result<i64, PortError> {
+    i64::try_from(version).map_err(unavailable)
 }
 
 fn decode_schedule(body: String) -> rusqlite::Result<Schedule> {
@@ -342,21 +436,48 @@ fn get_schedule(conn: &Connection, id: ScheduleId) -> rusqlite::Result<Option<Sc
         .transpose()
 }
 
+/// A schedule's row to write, encoded.
+struct ScheduleRow {
+    id: String,
+    version: i64,
+    body: String,
+}
+
+impl ScheduleRow {
+    fn of(schedule: &Schedule) -> Result<Self, PortError> {
+        Ok(Self {
+            id: schedule.id.to_string(),
+            version: version_of(schedule.version)?,
+            body: encode(schedule)?,
+        })
+    }
+}
+
 /// Replaces (or deletes) the schedule if its stored version is `schedule.version - 1`.
 fn replace_schedule(conn: &Connection, schedule: &Schedule, delete: bool) -> Result<(), PortError> {
-    let version = i64::try_from(schedule.version).map_err(unavailable)?;
-    let id = schedule.id.to_string();
-    let changed = if delete {
-        conn.prepare_cached("DELETE FROM schedules WHERE id = ?1 AND version = ?2 - 1")
-            .and_then(|mut st| st.execute(params![id, version]))
-    } else {
-        let body = serde_json::to_string(schedule).map_err(unavailable)?;
-        conn.prepare_cached(
+    if !delete {
+        return update_schedule_row(conn, &ScheduleRow::of(schedule)?);
+    }
+    let version = version_of(schedule.version)?;
+    let changed = conn
+        .prepare_cached("DELETE FROM schedules WHERE id = ?1 AND version = ?2 - 1")
+        .and_then(|mut st| st.execute(params![schedule.id.to_string(), version]))
+        .map_err(unavailable)?;
+    one_row(changed)
+}
+
+fn update_schedule_row(conn: &Connection, row: &ScheduleRow) -> Result<(), PortError> {
+    let changed = conn
+        .prepare_cached(
             "UPDATE schedules SET version = ?2, body = ?3 WHERE id = ?1 AND version = ?2 - 1",
         )
-        .and_then(|mut st| st.execute(params![id, version, body]))
-    }
-    .map_err(unavailable)?;
+        .and_then(|mut st| st.execute(params![row.id, row.version, row.body]))
+        .map_err(unavailable)?;
+    one_row(changed)
+}
+
+/// A conditional write's outcome: it changed its one row, or the condition failed.
+fn one_row(changed: usize) -> Result<(), PortError> {
     if changed == 1 {
         Ok(())
     } else {
@@ -398,10 +519,21 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(writer, rx))
             .map_err(unavailable)?;
+        let planner = open(&path).map_err(unavailable)?;
+        let (plans, plan_rx) = mpsc::channel::<Plan>();
+        std::thread::Builder::new()
+            .name("sqlite-planner".into())
+            .spawn(move || {
+                while let Ok(plan) = plan_rx.recv() {
+                    plan(&planner);
+                }
+            })
+            .map_err(unavailable)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 jobs,
+                plans,
                 readers: Mutex::new(Vec::new()),
                 _lock: lock,
             }),
@@ -441,6 +573,41 @@ impl SqliteStore {
             .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?;
         rx.await
             .map_err(|_| PortError::Unavailable("sqlite writer stopped".into()))?
+    }
+
+    /// Writes a claim decided off the writer, on the condition that the task and its
+    /// schedule did not change since. Anything else (a change in between, a refusal, a
+    /// failed read) is decided again on the writer, where nothing can interleave.
+    async fn claim_decided(
+        &self,
+        decided: Option<Decision>,
+        id: TaskId,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, PortError> {
+        if let Some(Decision::Claim(plan)) = decided
+            && plan.covered
+        {
+            match self.write(move |conn| plan.write(conn)).await {
+                Err(PortError::Conflict) => {}
+                written => return written,
+            }
+        }
+        self.write(move |conn| claim_on(conn, id, attempt, now))
+            .await
+    }
+
+    /// Runs `f` on the planner thread's connection; `None` if that thread is gone.
+    async fn plan<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let plan: Plan = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.inner.plans.send(plan).ok()?;
+        rx.await.ok()
     }
 
     /// Runs `f` on a pooled read connection on the blocking pool.
@@ -693,8 +860,8 @@ impl LeaseScan for SqliteStore {
 #[async_trait]
 impl TaskStore for SqliteStore {
     async fn create(&self, task: &Task) -> Result<CreateOutcome, PortError> {
-        let task = task.clone();
-        self.write(move |conn| insert(conn, &task)).await
+        let row = Columns::of(task)?;
+        self.write(move |conn| insert_row(conn, &row)).await
     }
 
     async fn get(&self, id: TaskId) -> Result<Option<Task>, PortError> {
@@ -748,26 +915,19 @@ impl TaskStore for SqliteStore {
         attempt: u32,
         now: DateTime<Utc>,
     ) -> Result<ClaimOutcome, PortError> {
-        // Read and conditional write on the single writer thread: nothing can interleave.
-        self.write(move |conn| {
-            let Some(task) = get_task(conn, id).map_err(unavailable)? else {
-                return Ok(ClaimOutcome::Rejected(None));
-            };
-            match task.claim(attempt, now) {
-                Ok(running) => {
-                    let running = advance_chain(conn, &task, running, now)?;
-                    replace(conn, &running)?;
-                    Ok(ClaimOutcome::Claimed(running))
-                }
-                Err(_) => Ok(ClaimOutcome::Rejected(Some(task))),
-            }
-        })
-        .await
+        // Decided on the planner thread, off the writer: reading, deciding and encoding
+        // cost more than the writes, and every write waits for the writer.
+        let decided = self
+            .plan(move |conn| decide_claim(conn, id, attempt, now))
+            .await
+            .and_then(Result::ok);
+        self.claim_decided(decided, id, attempt, now).await
     }
 
     async fn update(&self, task: &Task) -> Result<(), PortError> {
-        let task = task.clone();
-        self.write(move |conn| replace(conn, &task)).await
+        // Encoded here, off the writer thread.
+        let row = Columns::of(task)?;
+        self.write(move |conn| replace_row(conn, &row)).await
     }
 }
 
@@ -786,7 +946,7 @@ impl ScheduleStore for SqliteStore {
                 .idempotency_key
                 .as_ref()
                 .map(|k| k.as_str().to_owned());
-            let body = serde_json::to_string(&schedule).map_err(unavailable)?;
+            let body = encode(&schedule)?;
             let version = i64::try_from(schedule.version).map_err(unavailable)?;
             let res = conn
                 .prepare_cached(
@@ -882,6 +1042,8 @@ mod tests {
 
     use super::*;
     use crate::domain::Action;
+    use crate::ports::ScheduleWrite;
+    use crate::store::contract::schedules::new_schedule;
     use crate::store::contract::{owner, t0, task};
 
     type Answer = Pin<Box<dyn Future<Output = Result<(), PortError>> + Send>>;
@@ -1182,6 +1344,68 @@ mod tests {
             .await
             .unwrap();
         assert!(plan.contains("tasks_by_schedule"), "{plan}");
+    }
+
+    /// A claim decided on the planner thread is written only if neither the task nor its
+    /// schedule changed since; else it writes nothing, and the claim is decided again on the
+    /// writer from what is stored then.
+    #[tokio::test]
+    async fn a_claim_decided_before_a_change_writes_nothing_and_is_decided_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let decide = |store: &SqliteStore, id: TaskId, at: DateTime<Utc>| {
+            let store = store.clone();
+            async move {
+                match store.plan(move |c| decide_claim(c, id, 1, at)).await {
+                    Some(Ok(Decision::Claim(plan))) if plan.covered => plan,
+                    _ => panic!("a claim its writes cover"),
+                }
+            }
+        };
+
+        // The schedule changes in between (a trigger; its pending occurrence stays as it was).
+        let (s, first) = new_schedule(&owner(), None);
+        store.create_schedule(&s, Some(&first)).await.unwrap();
+        let (id, at) = (first.id, first.run_at);
+        let plan = decide(&store, id, at).await;
+        let triggered = s.trigger(at);
+        store
+            .write_schedule(&ScheduleWrite {
+                schedule: triggered.schedule.clone(),
+                delete: false,
+                update: vec![],
+                insert: triggered.create.into_iter().collect(),
+            })
+            .await
+            .unwrap();
+        let decided = Some(Decision::Claim(plan));
+        let ClaimOutcome::Claimed(running) = store.claim_decided(decided, id, 1, at).await.unwrap()
+        else {
+            panic!("decided again on the writer, and claimed")
+        };
+        let moved = store.get_schedule(s.id).await.unwrap().unwrap();
+        assert_eq!(
+            moved.version,
+            triggered.schedule.version + 1,
+            "moved on from the stored schedule, its trigger kept"
+        );
+        assert_eq!(moved.last_task_id, Some(id));
+        assert_eq!(running.occurrence.as_ref().unwrap().next, moved.pending);
+        assert_eq!(store.get(id).await.unwrap(), Some(running));
+
+        // The task alone changes in between (the sweeper's note): nothing is written.
+        let (s, first) = new_schedule(&owner(), None);
+        store.create_schedule(&s, Some(&first)).await.unwrap();
+        let (id, at) = (first.id, first.run_at);
+        let plan = decide(&store, id, at).await;
+        let next = plan.create.as_ref().map(|c| c.id.clone()).unwrap();
+        let noted = first.rearmed_now(at).unwrap();
+        store.update(&noted).await.unwrap();
+        let err = store.write(move |c| plan.write(c)).await.unwrap_err();
+        assert!(matches!(err, PortError::Conflict), "{err:?}");
+        assert_eq!(store.get(id).await.unwrap(), Some(noted));
+        assert_eq!(store.get_schedule(s.id).await.unwrap(), Some(s));
+        assert!(store.get(next.parse().unwrap()).await.unwrap().is_none());
     }
 
     #[test]
