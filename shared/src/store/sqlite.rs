@@ -7,6 +7,11 @@
 //! one fsync is shared by every request that arrived meanwhile. Reads use their own
 //! connections and never wait for the writer (WAL).
 //!
+//! Every write waits for that one thread, so it only writes: a claim is decided (read,
+//! checked, the schedule's next occurrence planned, encoded) on a planner thread with its
+//! own connection, and written on the condition that nothing it read changed since
+//! ([`SqliteStore::claim_decided`]); other rows are encoded before they reach the writer.
+//!
 //! No answer lies, whatever fails mid-batch (see [`run_batch`]): a job answered `Ok` is in a
 //! committed transaction, a job answered `Err` left nothing behind.
 
