@@ -15,12 +15,14 @@ LAMBDA_ARCH_FLAG = $(LAMBDA_ARCH_FLAG_$(ARCH))
 LAMBDA_BOOTSTRAP := target/lambda/task-scheduler/bootstrap
 # cargo lambda finds zig through the venv's python (ziglang) and itself on PATH.
 VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
-# What test-aws runs with moto up: the check of scripts/moto_server.py's transactions, the tests a plain `cargo test` reports as ignored (every
-# `#[ignore]` test in shared needs moto: the store contract on DynamoDB, the Scheduler + SQS
-# waker; but the croniter oracle's, which needs `make test-cron-oracle`'s file and runs there), then the cloud rehearsal (the built binary on cargo lambda's Runtime API). Asked
-# for with --ignored, they fail without the emulator instead of skipping. `--workspace`, and
-# the filters pick the tests: with `-p` cargo would resolve other features and compile
-# shared and the AWS SDK again (see BUILD_FOR_TESTS in the Makefile).
+# What test-aws runs with moto up: the check of scripts/moto_server.py's transactions, the
+# tests a plain `cargo test` reports as ignored (every `#[ignore]` test in shared needs moto:
+# the store contract on DynamoDB, the Scheduler + SQS waker; but the croniter oracle's, which
+# needs `make test-cron-oracle`'s file and runs there), then the cloud rehearsal (the built
+# binary on cargo lambda's Runtime API). Asked for with --ignored, they fail without the
+# emulator instead of skipping. `--workspace`, and the filters pick the tests: with `-p`
+# cargo would resolve other features and compile shared and the AWS SDK again (see
+# BUILD_FOR_TESTS in the Makefile).
 AWS_TESTS = $(VENV)/bin/python scripts/check_moto_server.py && \
   $(CARGO) test --workspace --lib -- --ignored --skip croniter_oracle_agrees && \
   $(CARGO) test --workspace --test aws_rehearsal -- --ignored --nocapture

@@ -292,9 +292,7 @@ impl Scheduler {
                     self.refuse_pending_occurrence(&current, instead).await?;
                 }
                 Before::SendUnsentDeadLetter => {
-                    if current.status == Status::Failed
-                        && current.dead_letter.as_ref().is_some_and(|d| !d.sent)
-                    {
+                    if current.unsent_dead_letter().is_some() {
                         self.ports.dead_letters.send(&current).await?;
                     }
                 }

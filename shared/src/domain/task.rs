@@ -361,11 +361,7 @@ impl Task {
         match self.status {
             Status::Scheduled => Some(self.next_attempt_at.unwrap_or(self.run_at)),
             Status::Running => self.lease_until,
-            Status::Failed => self
-                .dead_letter
-                .as_ref()
-                .filter(|d| !d.sent)
-                .map(|d| d.recorded_at),
+            Status::Failed => self.unsent_dead_letter().map(|d| d.recorded_at),
             Status::Completed | Status::Cancelled => None,
         }
     }
@@ -422,11 +418,17 @@ impl Task {
         Some(t)
     }
 
+    /// The dead letter of a failed task while it is not sent yet (its send failed, or has
+    /// not happened): the redelivery of the wake-up, the sweeper or `/retry` sends it.
+    pub(crate) fn unsent_dead_letter(&self) -> Option<&DeadLetter> {
+        self.dead_letter
+            .as_ref()
+            .filter(|d| self.status == Status::Failed && !d.sent)
+    }
+
     /// Marks the dead letter sent; `None` when there is none waiting.
     pub(crate) fn dead_letter_sent(&self, now: DateTime<Utc>) -> Option<Self> {
-        if self.status != Status::Failed || self.dead_letter.as_ref().is_none_or(|d| d.sent) {
-            return None;
-        }
+        self.unsent_dead_letter()?;
         let mut t = self.bumped(now);
         if let Some(d) = t.dead_letter.as_mut() {
             d.sent = true;

@@ -243,7 +243,7 @@ impl Columns {
             attempt: task.attempt_number(),
             key: task.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             schedule_id: task.occurrence.as_ref().map(|o| o.schedule_id.to_string()),
-            version: i64::try_from(task.version).map_err(unavailable)?,
+            version: version_of(task.version)?,
             body: encode(task)?,
         })
     }
@@ -255,10 +255,6 @@ fn encode(value: &impl serde::Serialize) -> Result<String, PortError> {
     let mut body = Vec::with_capacity(1024);
     serde_json::to_writer(&mut body, value).map_err(unavailable)?;
     String::from_utf8(body).map_err(unavailable)
-}
-
-fn insert(conn: &Connection, task: &Task) -> Result<CreateOutcome, PortError> {
-    insert_row(conn, &Columns::of(task)?)
 }
 
 /// Writes with one statement (the insert; a conflicting key only reads).
@@ -299,10 +295,6 @@ fn insert_row(conn: &Connection, row: &Columns) -> Result<CreateOutcome, PortErr
         }
         Err(e) => Err(unavailable(e)),
     }
-}
-
-fn replace(conn: &Connection, task: &Task) -> Result<(), PortError> {
-    replace_row(conn, &Columns::of(task)?)
 }
 
 /// Replaces the task if its stored version is `row.version - 1`. Writes with one statement:
@@ -471,19 +463,16 @@ impl ScheduleRow {
     }
 }
 
-/// Replaces (or deletes) the schedule if its stored version is `schedule.version - 1`.
-fn replace_schedule(conn: &Connection, schedule: &Schedule, delete: bool) -> Result<(), PortError> {
-    if !delete {
-        return update_schedule_row(conn, &ScheduleRow::of(schedule)?);
-    }
-    let version = version_of(schedule.version)?;
+/// Deletes the schedule if its stored version is `row.version - 1`.
+fn delete_schedule_row(conn: &Connection, row: &ScheduleRow) -> Result<(), PortError> {
     let changed = conn
         .prepare_cached("DELETE FROM schedules WHERE id = ?1 AND version = ?2 - 1")
-        .and_then(|mut st| st.execute(params![schedule.id.to_string(), version]))
+        .and_then(|mut st| st.execute(params![row.id, row.version]))
         .map_err(unavailable)?;
     one_row(changed)
 }
 
+/// Replaces the schedule if its stored version is `row.version - 1`.
 fn update_schedule_row(conn: &Connection, row: &ScheduleRow) -> Result<(), PortError> {
     let changed = conn
         .prepare_cached(
@@ -977,24 +966,21 @@ impl ScheduleStore for SqliteStore {
         schedule: &Schedule,
         first: Option<&Task>,
     ) -> Result<ScheduleCreateOutcome, PortError> {
-        let schedule = schedule.clone();
-        let first = first.cloned();
+        // Encoded here, off the writer thread.
+        let row = ScheduleRow::of(schedule)?;
+        let owner = schedule.owner.to_string();
+        let key = schedule
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned());
+        let first = first.map(Columns::of).transpose()?;
         self.write(move |conn| {
-            let owner = schedule.owner.to_string();
-            let key = schedule
-                .idempotency_key
-                .as_ref()
-                .map(|k| k.as_str().to_owned());
-            let body = encode(&schedule)?;
-            let version = i64::try_from(schedule.version).map_err(unavailable)?;
             let res = conn
                 .prepare_cached(
                     "INSERT INTO schedules (id, owner, idempotency_key, version, body)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut st| {
-                    st.execute(params![schedule.id.to_string(), owner, key, version, body])
-                });
+                .and_then(|mut st| st.execute(params![row.id, owner, key, row.version, row.body]));
             match res {
                 Ok(_) => {}
                 Err(rusqlite::Error::SqliteFailure(e, _))
@@ -1014,7 +1000,7 @@ impl ScheduleStore for SqliteStore {
                 Err(e) => return Err(unavailable(e)),
             }
             if let Some(t) = &first {
-                insert(conn, t)?;
+                insert_row(conn, t)?;
             }
             Ok(ScheduleCreateOutcome::Created)
         })
@@ -1051,16 +1037,23 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn write_schedule(&self, write: &ScheduleWrite) -> Result<(), PortError> {
-        let write = write.clone();
+        // Encoded here, off the writer thread.
+        let (schedule, delete) = (ScheduleRow::of(&write.schedule)?, write.delete);
+        let rows = |tasks: &[Task]| tasks.iter().map(Columns::of).collect::<Result<Vec<_>, _>>();
+        let (update, insert) = (rows(&write.update)?, rows(&write.insert)?);
         // One job: its savepoint makes the whole write one unit (a failed condition rolls
         // back whatever the job wrote before it).
         self.write(move |conn| {
-            replace_schedule(conn, &write.schedule, write.delete)?;
-            for t in &write.update {
-                replace(conn, t)?;
+            if delete {
+                delete_schedule_row(conn, &schedule)?;
+            } else {
+                update_schedule_row(conn, &schedule)?;
             }
-            for t in &write.insert {
-                match insert(conn, t)? {
+            for t in &update {
+                replace_row(conn, t)?;
+            }
+            for t in &insert {
+                match insert_row(conn, t)? {
                     CreateOutcome::Created => {}
                     CreateOutcome::Existing(_) => return Err(PortError::Conflict),
                 }
@@ -1211,7 +1204,7 @@ mod tests {
             Box::pin(async move {
                 store
                     .write(move |conn| {
-                        insert(conn, &b)?;
+                        insert_row(conn, &Columns::of(&b)?)?;
                         Err(PortError::Unavailable("the second statement failed".into()))
                     })
                     .await
